@@ -1,0 +1,32 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+# torch from the pinned local wheels (see README); everything else from pyproject.toml.
+TORCH_PINS = torch==2.14.1 torchvision==0.29.1
+DATA_DIR ?= $(if $(HPSEARCH_DATA),$(HPSEARCH_DATA),data)
+
+.PHONY: setup setup-dev demo test lint bench
+
+setup:
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e ".[ray,postgres]"
+
+setup-dev: setup
+	$(PIP) install -q -e ".[ray,postgres,dev]"
+	$(PYTHON) scripts/install_system_deps.py
+
+# A short search end to end: uses the course data if $(DATA_DIR)/euro exists, else writes a
+# synthetic stand-in there (and says so).
+demo: setup
+	@test -d $(DATA_DIR)/euro || $(PYTHON) -m objectives.euro_data --synthetic $(DATA_DIR)
+	$(PYTHON) -m search.run --study mlp_demo --trials 8 --data-dir $(DATA_DIR) --storage sqlite:///studies.db
+
+test: setup-dev
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check .
+
+bench:
+	$(PYTHON) benchmarks/mlp_loop.py

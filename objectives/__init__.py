@@ -1,0 +1,56 @@
+"""Objectives: one module per model family, each free of Optuna and Ray.
+
+Each objective module exposes:
+
+- ``Config``: a frozen dataclass of hyperparameters, every field with a default;
+- ``METRICS``: the metric names its ``run`` returns (validation ones start with ``val_``);
+- ``DATASET``: the folder under the data dir it reads (``euro`` or ``faces``);
+- ``run(config, reporter, runtime) -> dict[str, float]``: trains, reports per step, returns
+  the final metrics.
+
+``get_objective(name)`` imports the module lazily, so running an MLP study never imports
+XGBoost or torchvision's models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from objectives.errors import ConfigError
+
+OBJECTIVES: dict[str, str] = {
+    "mlp": "objectives.mlp",
+    "resnet": "objectives.resnet",
+    "sklearn_probe": "objectives.sklearn_probe",
+    "xgboost": "objectives.xgboost_pixels",
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """An objective's name, config class, metric names and training function."""
+
+    name: str
+    config_cls: type
+    metrics: tuple[str, ...]
+    dataset: str
+    run: Callable[..., Mapping[str, float]]
+
+    def make_config(self, values: Mapping[str, Any], *, source: str = "config") -> Any:
+        from objectives.config import make_config
+
+        return make_config(self.config_cls, values, source=source)
+
+
+def get_objective(name: str) -> Objective:
+    """The objective registered as ``name``; a ConfigError lists the known names."""
+    if name not in OBJECTIVES:
+        raise ConfigError(
+            f"unknown objective {name!r}; known objectives: {', '.join(sorted(OBJECTIVES))}"
+        )
+    module = importlib.import_module(OBJECTIVES[name])
+    return Objective(name=name, config_cls=module.Config, metrics=tuple(module.METRICS),
+                     dataset=module.DATASET, run=module.run)

@@ -1,0 +1,230 @@
+"""MLPs on the Euro points (Part A of the exercise).
+
+``run(config, reporter, runtime)`` trains one MLP and returns its final metrics. The loop keeps
+the data as tensors on the device and takes batches as index slices of a shuffled permutation
+(no per-item DataLoader), evaluates in large no-grad batches, and reports per epoch:
+train/validation/test loss and accuracy, seconds and iterations, plus the mean squared gradient
+norm of monitored layers. Per-batch losses and the decision-boundary map go to artifacts.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from objectives.errors import DivergedError
+from objectives.euro_data import NUM_CLASSES, EuroData, load_euro, make_features
+from objectives.reporter import Reporter
+from objectives.runtime import Runtime
+
+DATASET = "euro"
+METRICS = (
+    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+)
+EVAL_BATCH_SIZE = 16_384  # no-grad evaluation batches; results do not depend on it
+BOUNDARY_GRID = 300  # decision-boundary map resolution per axis
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters of one MLP run (defaults: the exercise's skeleton)."""
+
+    depth: int = 6  # hidden layers; depth 6 builds 7 nn.Linear
+    width: int = 16  # units per hidden layer
+    batch_norm: bool = False  # BatchNorm1d before each hidden activation
+    residual: bool = False  # skip connections between hidden layers of equal width
+    features: Literal["raw", "implicit"] = "raw"  # implicit: sin(a*x), a in 0.1..1.0
+    standardize: bool = False  # standardise long/lat with the training split's mean/std
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.001
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    epochs: int = 50
+    batch_size: int = 256
+    seed: int = 42
+    monitor_layers: tuple[int, ...] = ()  # Linear layers whose gradient norms are recorded
+    train_fraction: float = 1.0  # use a seeded subset of the training split (quick runs)
+
+
+class MLP(nn.Module):
+    """``depth`` hidden blocks of Linear (+ BatchNorm) + ReLU, then a Linear output layer.
+
+    With ``residual``, each hidden block whose input and output widths match adds its input
+    to its output (the first block maps the input features to ``width`` and cannot).
+    """
+
+    def __init__(self, in_features: int, config: Config, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.residual = config.residual
+        self.blocks = nn.ModuleList()
+        width_in = in_features
+        for _ in range(config.depth):
+            layers: list[nn.Module] = [nn.Linear(width_in, config.width)]
+            if config.batch_norm:
+                layers.append(nn.BatchNorm1d(config.width))
+            layers.append(nn.ReLU())
+            self.blocks.append(nn.Sequential(*layers))
+            width_in = config.width
+        self.head = nn.Linear(width_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            out = block(x)
+            x = x + out if self.residual and out.shape == x.shape else out
+        return self.head(x)
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """The Linear layers in order: index 0 is the input layer, the last is the output."""
+        return [m for m in self.modules() if isinstance(m, nn.Linear)]
+
+
+def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
+    """Train one MLP on the Euro data and return its final metrics."""
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    device = torch.device(runtime.device)
+    data = load_euro(runtime.data_dir)
+    if data.synthetic:
+        reporter.log("synthetic_data", True)
+    tensors = _to_tensors(data, config, device)
+    x_train, y_train = tensors["train"]
+
+    model = MLP(x_train.shape[1], config).to(device)
+    linears = model.linear_layers()
+    bad = [i for i in config.monitor_layers if not -len(linears) <= i < len(linears)]
+    if bad:
+        from objectives.errors import ConfigError
+
+        raise ConfigError(f"monitor_layers {bad} out of range: the model has {len(linears)} "
+                          f"Linear layers (0..{len(linears) - 1})")
+    optimizer = _make_optimizer(model, config)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+
+    n_train = x_train.shape[0]
+    batch_losses: list[np.ndarray] = []
+    metrics: dict[str, float] = {}
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        model.train()
+        # Batches are slices of one shuffled permutation: no per-item DataLoader overhead.
+        order = torch.randperm(n_train, generator=generator).to(device)
+        epoch_losses = torch.empty(math.ceil(n_train / config.batch_size), device=device)
+        grad_sums = torch.zeros(len(config.monitor_layers), device=device)
+        for step, first in enumerate(range(0, n_train, config.batch_size)):
+            index = order[first:first + config.batch_size]
+            logits = model(x_train[index])
+            loss = loss_fn(logits, y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for slot, layer in enumerate(config.monitor_layers):
+                grad_sums[slot] += linears[layer].weight.grad.pow(2).sum()
+            optimizer.step()
+            epoch_losses[step] = loss.detach()
+        losses = epoch_losses.cpu().numpy()
+        batch_losses.append(losses)
+        if not np.isfinite(losses).all():
+            first_bad = int(np.argmin(np.isfinite(losses)))
+            reporter.save_artifact("batch_losses.npy", _npy(np.concatenate(batch_losses)))
+            raise DivergedError(f"loss became {losses[first_bad]} at epoch {epoch} "
+                                f"batch {first_bad} (lr={config.lr})")
+        seconds = time.perf_counter() - start
+
+        metrics = _evaluate(model, tensors, loss_fn)
+        metrics.update(epoch_seconds=seconds, iterations=float(len(losses)))
+        grad_means = (grad_sums / len(losses)).cpu().numpy()
+        for layer, value in zip(config.monitor_layers, grad_means, strict=True):
+            metrics[f"grad_sq_norm_layer{layer}"] = float(value)
+        reporter.report(epoch, metrics)
+        if reporter.should_stop():
+            break
+
+    reporter.save_artifact("batch_losses.npy", _npy(np.concatenate(batch_losses)))
+    reporter.save_artifact("decision_boundary.npz", _decision_boundary(model, data, config,
+                                                                       tensors, device))
+    return {key: metrics[key] for key in METRICS}
+
+
+def _to_tensors(data: EuroData, config: Config, device: torch.device
+                ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    x_train, y_train = data.x_train, data.y_train
+    if config.train_fraction < 1.0:
+        keep = np.random.default_rng(config.seed).permutation(len(x_train))
+        keep = np.sort(keep[: max(1, int(len(x_train) * config.train_fraction))])
+        x_train, y_train = x_train[keep], y_train[keep]
+    mean, std = _standardizer(data, config)
+    splits = {"train": (x_train, y_train), "val": (data.x_val, data.y_val),
+              "test": (data.x_test, data.y_test)}
+    return {name: (torch.from_numpy(make_features(x, config.features, mean, std)).to(device),
+                   torch.from_numpy(np.ascontiguousarray(y)).to(device))
+            for name, (x, y) in splits.items()}
+
+
+def _standardizer(data: EuroData, config: Config) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if not config.standardize:
+        return None, None
+    return data.x_train.mean(0), data.x_train.std(0)
+
+
+def _make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+              loss_fn: nn.Module) -> dict[str, float]:
+    model.eval()
+    out = {}
+    for split, (x, y) in tensors.items():
+        loss_sum, correct = 0.0, 0
+        for first in range(0, x.shape[0], EVAL_BATCH_SIZE):
+            logits = model(x[first:first + EVAL_BATCH_SIZE])
+            target = y[first:first + EVAL_BATCH_SIZE]
+            loss_sum += float(loss_fn(logits, target)) * target.shape[0]
+            correct += int((logits.argmax(1) == target).sum())
+        out[f"{split}_loss"] = loss_sum / x.shape[0]
+        out[f"{split}_accuracy"] = correct / x.shape[0]
+    return out
+
+
+@torch.no_grad()
+def _decision_boundary(model: nn.Module, data: EuroData, config: Config,
+                       tensors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                       device: torch.device) -> bytes:
+    """The class predicted on a fixed grid over the map, with the test points, as npz bytes."""
+    model.eval()
+    everything = np.concatenate([data.x_train, data.x_val, data.x_test])
+    low, high = everything.min(0) - 1.0, everything.max(0) + 1.0
+    longs = np.linspace(low[0], high[0], BOUNDARY_GRID, dtype=np.float32)
+    lats = np.linspace(low[1], high[1], BOUNDARY_GRID, dtype=np.float32)
+    grid = np.stack(np.meshgrid(longs, lats), axis=-1).reshape(-1, 2)
+    mean, std = _standardizer(data, config)
+    features = torch.from_numpy(make_features(grid, config.features, mean, std)).to(device)
+    predicted = torch.cat([model(features[i:i + EVAL_BATCH_SIZE]).argmax(1)
+                           for i in range(0, features.shape[0], EVAL_BATCH_SIZE)])
+    test_predicted = torch.cat([model(tensors["test"][0][i:i + EVAL_BATCH_SIZE]).argmax(1)
+                                for i in range(0, tensors["test"][0].shape[0], EVAL_BATCH_SIZE)])
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, longs=longs, lats=lats,
+        grid_classes=predicted.cpu().numpy().astype(np.uint8).reshape(len(lats), len(longs)),
+        test_points=data.x_test, test_labels=data.y_test.astype(np.uint8),
+        test_predicted=test_predicted.cpu().numpy().astype(np.uint8),
+    )
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.float32))
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""Search: study files, the Optuna runner, backends, export, retrain and the dashboard."""

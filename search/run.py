@@ -1,0 +1,141 @@
+"""``python -m search.run``: run (or resume) a study from ``spaces/``.
+
+Examples::
+
+    python -m search.run --list
+    python -m search.run --study mlp_width_depth --trials 200 --jobs 2
+    python -m search.run --study mlp_lr --set epochs=10 --storage sqlite:///lr.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from objectives.errors import ConfigError, HPSearchError
+from objectives.runtime import resolve_data_dir
+from search.spec import list_studies, load_study_spec
+from search.storage import DEFAULT_STORAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.run",
+        description="Run or resume a hyperparameter study (a file in spaces/) on Optuna.")
+    parser.add_argument("--study", help="study name in spaces/ (see --list) or a YAML file")
+    parser.add_argument("--list", action="store_true", help="list the studies and exit")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials this run adds (default: the study file's 'trials')")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes sharing the storage (default 1)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage URL or journal file (default {DEFAULT_STORAGE})")
+    parser.add_argument("--study-name", help="name in the storage (default: the study's name)")
+    parser.add_argument("--artifact-dir", type=Path,
+                        help="artifact folder (default: beside the storage file)")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after SECONDS")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--seed", type=int, help="sampler seed (worker i uses SEED+i)")
+    parser.add_argument("--data-dir", help="folder holding euro/ and faces/ "
+                        "(default: $HPSEARCH_DATA, else ./data)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a fixed setting (repeatable)")
+    parser.add_argument("--sampler", help="override the sampler (tpe, random, cmaes, qmc, grid)")
+    parser.add_argument("--pruner", help="override the pruner (none, median, percentile, "
+                        "successive_halving, hyperband)")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: 1 for "
+                        "MLPs or several jobs, else the cores)")
+    parser.add_argument("--backend", choices=["local"], default="local",
+                        help="where trials run (default local processes)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "batch_norm=true"]`` -> ``{"epochs": 3, "batch_norm": True}``."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}; for example --set epochs=5")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key.strip()] = value
+    return overrides
+
+
+def print_study_list() -> None:
+    for path in list_studies():
+        spec = load_study_spec(path)
+        first_line = spec.description.splitlines()[0] if spec.description else ""
+        print(f"{spec.name:22s} {spec.objective:14s} {first_line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.list:
+            print_study_list()
+            return 0
+        if not args.study:
+            raise ConfigError("--study is required; see --list for the studies")
+        return run_from_args(args)
+    except HPSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from search.runner import RunOptions, run_study
+
+    spec = load_study_spec(args.study).with_overrides(
+        fixed=parse_overrides(args.overrides), sampler=args.sampler, pruner=args.pruner)
+    data_dir = resolve_data_dir(args.data_dir)
+    options = RunOptions(
+        n_trials=args.trials if args.trials is not None else spec.trials, data_dir=data_dir,
+        storage_url=args.storage, jobs=args.jobs, timeout=args.timeout, device=args.device,
+        seed=args.seed, artifact_dir=args.artifact_dir, study_name=args.study_name,
+        threads=args.threads, progress=not args.no_progress)
+    _check_data(spec.objective, data_dir)
+    print(f"study {options.study_name or spec.name}: objective {spec.objective}, "
+          f"{spec.direction} {spec.metric}, sampler {spec.sampler.name}, pruner {spec.pruner.name}")
+    print(f"fixed: {dict(spec.fixed)}")
+    print(f"storage {options.storage_url}, data {data_dir}, {options.n_trials} trial(s), "
+          f"{options.jobs} job(s)")
+    summary = run_study(spec, options)
+    print(f"added {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed "
+          f"trial(s) in {summary.seconds:.1f}s (stopped by {summary.stopped_by})")
+    if summary.best_number is not None:
+        print(f"best trial #{summary.best_number}: {spec.metric}={summary.best_value:.4f} "
+              f"params={summary.best_params}")
+    print(f"stored in {summary.storage_url} (study {summary.study_name!r}), "
+          f"artifacts in {summary.artifact_dir}")
+    if summary.stopped_by.startswith("error"):
+        print(summary.stopped_by, file=sys.stderr)
+        return 1
+    return 130 if summary.stopped_by == "interrupt" else 0
+
+
+def _check_data(objective: str, data_dir: Path) -> None:
+    """Fail before any trial starts when the objective's data is missing; flag synthetic data."""
+    from objectives import get_objective
+
+    folder = data_dir / get_objective(objective).dataset
+    if not folder.is_dir():
+        raise ConfigError(f"no {folder.name} data at {folder}; pass --data-dir (or set "
+                          "$HPSEARCH_DATA) to the folder holding it"
+                          + (", or run `python -m objectives.euro_data --synthetic DIR` for a "
+                             "synthetic stand-in" if folder.name == "euro" else ""))
+    if (folder / "SYNTHETIC").exists():
+        print(f"NOTE: {folder} is a SYNTHETIC stand-in, not the course data; results on it "
+              "say nothing about the real data")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

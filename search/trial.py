@@ -1,0 +1,159 @@
+"""Run one objective as one Optuna trial.
+
+``TrialReporter`` adapts the objective's reporter calls to an Optuna trial: each step's metric
+becomes an intermediate value (so pruners and the dashboard's learning curves see it),
+``should_stop`` asks the pruner, and the per-step history, logs and artifacts are stored on the
+trial. ``TrialRunner`` is the Optuna objective function: it turns the trial's parameters into
+a config, runs the objective and records what came of it, whatever that was.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from objectives import get_objective
+from objectives.config import config_to_dict
+from objectives.errors import DivergedError, HPSearchError
+from objectives.runtime import Runtime
+from search.provenance import provenance
+from search.spec import ParamSpec, StudySpec
+
+GRID_POINT_PARAM = "point"
+
+
+class TrialReporter:
+    """The objective's reporter for one Optuna trial."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, artifact_store: FileSystemArtifactStore):
+        self.trial = trial
+        self.metric = metric
+        self.artifact_store = artifact_store
+        self.history: dict[str, list[float]] = {}
+        self.logs: dict[str, Any] = {}
+        self.artifacts: dict[str, str] = {}
+        self.stopped_early = False
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(float(value))
+        value = metrics.get(self.metric)
+        if value is not None and math.isfinite(value):
+            self.trial.report(float(value), step)
+
+    def should_stop(self) -> bool:
+        if self.trial.should_prune():
+            self.stopped_early = True
+        return self.stopped_early
+
+    def log(self, key: str, value: Any) -> None:
+        self.logs[key] = value
+
+    def save_artifact(self, name: str, data: bytes) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            self.artifacts[name] = upload_artifact(
+                artifact_store=self.artifact_store, file_path=str(path), study_or_trial=self.trial)
+
+    def flush(self) -> None:
+        """Store the history, logs and artifact ids on the trial."""
+        self.trial.set_user_attr("history", self.history)
+        self.trial.set_user_attr("artifacts", self.artifacts)
+        for key, value in self.logs.items():
+            self.trial.set_user_attr(key, value)
+
+
+def suggest_values(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """The trial's searched values, suggested from the study's space or grid."""
+    if spec.grid_points is not None:
+        labels = [point_label(p) for p in spec.grid_points]
+        label = trial.suggest_categorical(GRID_POINT_PARAM, labels)
+        return dict(spec.grid_points[labels.index(label)])
+    if spec.grid is not None:
+        return {name: trial.suggest_categorical(name, list(values))
+                for name, values in spec.grid.items()}
+    return {param.name: _suggest(trial, param) for param in spec.space}
+
+
+def point_label(point: Mapping[str, Any]) -> str:
+    """``{"depth": 1, "width": 16}`` -> ``"depth=1,width=16"`` (a grid point's parameter value)."""
+    return ",".join(f"{key}={value}" for key, value in point.items())
+
+
+def grid_search_space(spec: StudySpec) -> dict[str, list[Any]]:
+    """The search space for Optuna's GridSampler."""
+    if spec.grid_points is not None:
+        return {GRID_POINT_PARAM: [point_label(p) for p in spec.grid_points]}
+    return {name: list(values) for name, values in (spec.grid or {}).items()}
+
+
+def _suggest(trial: optuna.Trial, param: ParamSpec) -> Any:
+    if param.type == "categorical":
+        return trial.suggest_categorical(param.name, list(param.choices))
+    if param.type == "int":
+        return trial.suggest_int(param.name, int(param.low), int(param.high),
+                                 step=int(param.step or 1), log=param.log)
+    return trial.suggest_float(param.name, param.low, param.high, step=param.step, log=param.log)
+
+
+class TrialRunner:
+    """The Optuna objective function for a study: config in, recorded trial out.
+
+    A diverged run ends as PRUNED with its reason; any other exception ends as FAIL with the
+    error stored in the ``error`` attribute. An ``HPSearchError`` (bad input that every trial
+    would hit) is re-raised so the run stops instead of failing trial after trial.
+    """
+
+    def __init__(self, spec: StudySpec, runtime: Runtime, artifact_dir: Path, run_id: str):
+        self.spec = spec
+        self.runtime = runtime
+        self.objective = get_objective(spec.objective)
+        self.artifact_store = FileSystemArtifactStore(str(artifact_dir))
+        self.run_id = run_id
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        values = {**self.spec.fixed, **suggest_values(trial, self.spec)}
+        config = self.objective.make_config(values, source=f"trial {trial.number}")
+        trial.set_user_attr("run_id", self.run_id)
+        trial.set_user_attr("config", config_to_dict(config))
+        trial.set_user_attr("objective", self.objective.name)
+        trial.set_user_attr("provenance", provenance(
+            device=self.runtime.device, seed=getattr(config, "seed", None),
+            data_folder=self.runtime.data_dir / self.objective.dataset))
+        reporter = TrialReporter(trial, self.spec.metric, self.artifact_store)
+        start = time.perf_counter()
+        try:
+            metrics = self.objective.run(config, reporter, self.runtime)
+        except DivergedError as exc:
+            trial.set_user_attr("pruned_reason", f"diverged: {exc}")
+            raise optuna.TrialPruned(f"diverged: {exc}") from None
+        except HPSearchError:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            raise
+        finally:
+            trial.set_user_attr("duration_s", round(time.perf_counter() - start, 3))
+            reporter.flush()
+        trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
+        value = metrics.get(self.spec.metric)
+        if value is None or not math.isfinite(float(value)):
+            trial.set_user_attr("error", f"metric {self.spec.metric!r} is {value!r}")
+            raise ValueError(f"objective returned {self.spec.metric}={value!r}; expected a "
+                             "finite number")
+        if reporter.stopped_early:
+            trial.set_user_attr("pruned_reason", "stopped early by the pruner")
+            steps = len(reporter.history.get(self.spec.metric, []))
+            raise optuna.TrialPruned(f"pruned after {steps} step(s)")
+        return float(value)
