@@ -13,7 +13,7 @@ setup:
 
 setup-dev: setup
 	$(PIP) install -q -e ".[ray,postgres,dev]"
-	$(PYTHON) scripts/install_system_deps.py
+	bash scripts/install-system-deps.sh
 
 # A short search end to end: uses the course data if $(DATA_DIR)/euro exists, else writes a
 # synthetic stand-in there (and says so).
