@@ -115,7 +115,8 @@ def _read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise DataError(f"{path}: 'country' labels must lie in 0-{NUM_CLASSES - 1}, "
                         f"found {labels.min()}..{labels.max()}")
-    return coords.to_numpy(np.float32), labels.to_numpy(np.int64)
+    # Copies: pandas' copy-on-write arrays are read-only, which torch.from_numpy warns about.
+    return coords.to_numpy(np.float32, copy=True), labels.to_numpy(np.int64, copy=True)
 
 
 def make_features(x: np.ndarray, features: str, mean: np.ndarray | None = None,

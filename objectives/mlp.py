@@ -163,7 +163,7 @@ def _to_tensors(data: EuroData, config: Config, device: torch.device
     splits = {"train": (x_train, y_train), "val": (data.x_val, data.y_val),
               "test": (data.x_test, data.y_test)}
     return {name: (torch.from_numpy(make_features(x, config.features, mean, std)).to(device),
-                   torch.from_numpy(np.ascontiguousarray(y)).to(device))
+                   torch.from_numpy(y).to(device))
             for name, (x, y) in splits.items()}
 
 

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import queue
 import shlex
+import signal
 import sys
 import time
 import uuid
@@ -299,9 +300,7 @@ def _run_processes(work: _Work, jobs: int, n_trials: int, progress: _Progress) -
             else:
                 progress.handle((kind, payload))
     except KeyboardInterrupt:
-        # The workers got the same SIGINT; give them time to record their trials as FAIL.
-        for worker in workers:
-            worker.join(timeout=10)
+        _stop_workers(workers)
         raise
     finally:
         for worker in workers:
@@ -314,6 +313,26 @@ def _run_processes(work: _Work, jobs: int, n_trials: int, progress: _Progress) -
         if reason in reasons:
             return reason
     return "trials"
+
+
+def _stop_workers(workers: list[Any]) -> None:
+    """After Ctrl-C: let the workers record their trials as FAIL and exit.
+
+    From a terminal the workers get the same SIGINT as the parent; when only the parent was
+    signalled, pass it on. Workers still alive after that are terminated; the parent then marks
+    their trials FAIL (``fail_running_trials``).
+    """
+    deadline = time.time() + 2
+    for worker in workers:
+        worker.join(timeout=max(0.0, deadline - time.time()))
+    for worker in workers:
+        if worker.is_alive() and worker.pid is not None:
+            os.kill(worker.pid, signal.SIGINT)
+    deadline = time.time() + 10
+    for worker in workers:
+        worker.join(timeout=max(0.0, deadline - time.time()))
+        if worker.is_alive():
+            worker.terminate()
 
 
 class _Progress:

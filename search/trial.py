@@ -139,6 +139,9 @@ class TrialRunner:
             raise optuna.TrialPruned(f"diverged: {exc}") from None
         except HPSearchError:
             raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+            raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
