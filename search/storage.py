@@ -38,7 +38,7 @@ def open_storage(url: str) -> BaseStorage:
         return RDBStorage(url, heartbeat_interval=None)
     except ImportError as exc:
         raise ConfigError(f"--storage {url!r} needs a database driver that is not installed "
-                          f"({exc}); for PostgreSQL run pip install psycopg2-binary") from None
+                          f"({exc}); for PostgreSQL run pip install 'psycopg[binary]'") from None
     except Exception as exc:  # SQLAlchemy's errors: unreachable server, bad URL, bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot open storage {url!r}: {first_line}; check the URL and that "
