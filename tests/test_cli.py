@@ -1,0 +1,174 @@
+"""``python -m search.run`` end to end, in subprocesses, on the real CSVs and real storages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.run import main
+from search.storage import open_storage
+from tests.cli_helpers import QUICK_SET, REPO, assert_one_line_error, run_cli
+
+POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _trials(storage_url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(storage_url)).trials
+
+
+def test_list_names_every_study():
+    result = run_cli("--list")
+    assert result.returncode == 0
+    for name in ("mlp_lr", "mlp_grid", "mlp_batch_size", "mlp_width_depth", "mlp_deep_fix"):
+        assert name in result.stdout
+
+
+def test_two_trials_then_resume(data_dir, storage_url, tmp_path):
+    args = ["--study", "mlp_demo", "--trials", "2", "--storage", storage_url,
+            "--data-dir", str(data_dir), "--seed", "1", *QUICK_SET]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "best trial #" in first.stdout and storage_url in first.stdout
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+
+    trials = _trials(storage_url, "mlp_demo")
+    assert len(trials) == 4
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    trial = trials[0]
+    assert trial.user_attrs["config"]["epochs"] == 2
+    assert len(trial.user_attrs["history"]["val_accuracy"]) == len(trial.intermediate_values)
+    provenance = trial.user_attrs["provenance"]
+    assert provenance["versions"]["optuna"] == optuna.__version__
+    assert provenance["data_fingerprint"].startswith("sha256:")
+    assert provenance["seed"] == 0
+    artifact_dir = tmp_path / "studies-artifacts"
+    for artifact_id in trial.user_attrs["artifacts"].values():
+        assert (artifact_dir / artifact_id).is_file()
+
+
+def test_grid_study_stops_when_the_grid_is_done(data_dir, storage_url):
+    result = run_cli("--study", "mlp_lr", "--trials", "10", "--storage", storage_url,
+                     "--data-dir", str(data_dir), *QUICK_SET)
+    assert result.returncode == 0, result.stderr
+    assert "stopped by grid" in result.stdout
+    trials = _trials(storage_url, "mlp_lr")
+    assert sorted(t.params["lr"] for t in trials) == [0.00001, 0.001, 0.01, 1.0]
+
+
+def test_diverging_trial_is_pruned_with_its_reason(data_dir, storage_url, tmp_path):
+    study = tmp_path / "diverge.yaml"
+    study.write_text("description: diverges\nobjective: mlp\nmetric: val_accuracy\n"
+                     "fixed: {optimizer: sgd, momentum: 0.0, epochs: 2, train_fraction: 0.02}\n"
+                     "grid: {lr: [1.0e+6, 0.01]}\n")
+    result = run_cli("--study", str(study), "--storage", storage_url,
+                     "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    by_lr = {t.params["lr"]: t for t in _trials(storage_url, "diverge")}
+    assert by_lr[1.0e6].state == TrialState.PRUNED
+    assert "diverged: loss became" in by_lr[1.0e6].user_attrs["pruned_reason"]
+    assert by_lr[0.01].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("storage_kind", ["sqlite", "journal", "postgresql"])
+def test_two_jobs_share_one_storage(data_dir, tmp_path, storage_kind):
+    name = f"jobs-{uuid.uuid4().hex[:8]}"
+    url = {"sqlite": f"sqlite:///{tmp_path / 'shared.db'}",
+           "journal": f"journal:///{tmp_path / 'shared.log'}",
+           "postgresql": POSTGRES_URL}[storage_kind]
+    result = run_cli("--study", "mlp_demo", "--study-name", name, "--trials", "4", "--jobs", "2",
+                     "--storage", url, "--data-dir", str(data_dir),
+                     "--artifact-dir", str(tmp_path / "artifacts"), *QUICK_SET)
+    assert result.returncode == 0, result.stderr
+    assert "locked" not in result.stderr
+    try:
+        trials = _trials(url, name)
+        assert len(trials) == 4
+        assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        assert len({t.user_attrs["provenance"]["host"] for t in trials}) == 1
+    finally:
+        if storage_kind == "postgresql":
+            optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
+def test_ctrl_c_fails_running_trials_and_the_next_run_resumes(data_dir, storage_url):
+    args = ["--study", "mlp_grid", "--trials", "7", "--jobs", "2", "--storage", storage_url,
+            "--data-dir", str(data_dir), "--no-progress", "--set", "epochs=200",
+            "--set", "train_fraction=0.05"]
+    process = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO,
+                               start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_running_trials(storage_url, "mlp_grid", count=2, timeout=120)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    trials = _trials(storage_url, "mlp_grid")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.state == TrialState.FAIL and "interrupted" in t.user_attrs["error"]
+               for t in trials)
+
+    resumed = run_cli(*[a for a in args if a != "epochs=200"][:-4], "--trials", "2",
+                      "--set", "epochs=1", "--set", "train_fraction=0.02")
+    assert resumed.returncode == 0, resumed.stderr
+    done = [t for t in _trials(storage_url, "mlp_grid") if t.state == TrialState.COMPLETE]
+    interrupted_points = {t.params["point"] for t in trials}
+    assert {t.params["point"] for t in done} == interrupted_points  # failed points run first
+
+
+def _wait_for_running_trials(url: str, name: str, count: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            running = [t for t in _trials(url, name) if t.state == TrialState.RUNNING]
+            if len(running) >= count and all("config" in t.user_attrs for t in running):
+                time.sleep(1.0)
+                return
+        except KeyError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} running trials within {timeout}s")
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--study", "mlp_nope"], "unknown study 'mlp_nope'"),
+    (["--study", "mlp_demo", "--set", "depht=3"], "unknown config key 'depht'"),
+    (["--study", "mlp_demo", "--set", "epochs=abc"], "'epochs' must be an integer"),
+    (["--study", "mlp_demo", "--set", "epochs"], "--set expects KEY=VALUE"),
+    (["--study", "mlp_lr", "--set", "lr=0.1"], "searched by this study"),
+    (["--study", "mlp_demo", "--storage", "studies.db"], "is not a storage URL"),
+    (["--study", "mlp_demo", "--storage", "postgresql://nobody@127.0.0.1:1/none"],
+     "cannot open storage"),
+    (["--study", "mlp_demo", "--data-dir", "/nonexistent"], "no euro data at /nonexistent/euro"),
+    (["--study", "mlp_demo", "--device", "cuda"], "no CUDA GPU is visible"),
+    (["--study", "mlp_demo", "--trials", "0"], "--trials must be at least 1"),
+    (["--study", "mlp_demo", "--sampler", "grid"], "--sampler grid needs a study with a grid"),
+    (["--study", "mlp_demo", "--pruner", "magic"], "unknown --pruner 'magic'"),
+    ([], "--study is required"),
+])
+def test_bad_input_gives_one_line(args, fragment, data_dir, storage_url, capsys):
+    # In-process through the same main() the command runs, to keep the suite fast; the
+    # subprocess test below checks the real command's exit code and stderr.
+    extra = [] if "--data-dir" in args else ["--data-dir", str(data_dir)]
+    extra += [] if "--storage" in args else ["--storage", storage_url]
+    code = main([*args, *extra, "--no-progress"])
+    captured = capsys.readouterr()
+    result = subprocess.CompletedProcess(args, code, captured.out, captured.err)
+    assert_one_line_error(result, fragment)
+
+
+def test_bad_input_from_the_real_command(storage_url):
+    assert_one_line_error(run_cli("--study", "mlp_nope", "--storage", storage_url),
+                          "unknown study 'mlp_nope'")
