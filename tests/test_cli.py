@@ -172,3 +172,24 @@ def test_bad_input_gives_one_line(args, fragment, data_dir, storage_url, capsys)
 def test_bad_input_from_the_real_command(storage_url):
     assert_one_line_error(run_cli("--study", "mlp_nope", "--storage", storage_url),
                           "unknown study 'mlp_nope'")
+
+
+def test_runs_on_synthetic_data_say_so(tmp_path, storage_url):
+    from objectives.euro_data import write_synthetic_euro
+
+    write_synthetic_euro(tmp_path / "data", sizes=(2_000, 300, 300))
+    result = run_cli("--study", "mlp_demo", "--trials", "1", "--storage", storage_url,
+                     "--data-dir", str(tmp_path / "data"), "--set", "epochs=1")
+    assert result.returncode == 0, result.stderr
+    assert "SYNTHETIC stand-in" in result.stdout
+    trial = _trials(storage_url, "mlp_demo")[0]
+    assert trial.user_attrs["synthetic_data"] is True
+    assert trial.user_attrs["provenance"]["synthetic_data"] is True
+
+
+def test_timeout_stops_starting_trials(data_dir, storage_url):
+    result = run_cli("--study", "mlp_demo", "--trials", "50", "--timeout", "1", "--storage",
+                     storage_url, "--data-dir", str(data_dir), *QUICK_SET)
+    assert result.returncode == 0, result.stderr
+    assert "stopped by timeout" in result.stdout
+    assert len(_trials(storage_url, "mlp_demo")) < 50
