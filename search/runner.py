@@ -9,6 +9,7 @@ the next run resumes.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import queue
@@ -31,7 +32,7 @@ from objectives.runtime import Runtime, resolve_device
 from search.components import make_pruner, make_sampler
 from search.spec import StudySpec
 from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage
-from search.trial import TrialRunner
+from search.trial import TrialRunner, grid_search_space
 
 Event = tuple[str, dict[str, Any]]
 
@@ -148,8 +149,6 @@ def create_or_load_study(spec: StudySpec, study_name: str, options: RunOptions) 
 def requeue_failed_grid_points(study: optuna.Study, spec: StudySpec) -> int:
     """Enqueue grid points whose every trial failed (Optuna counts FAIL as done); return how
     many points are still to run."""
-    from search.trial import grid_search_space
-
     space = grid_search_space(spec)
     names = list(space)
     done, failed, queued = set(), set(), set()
@@ -164,7 +163,6 @@ def requeue_failed_grid_points(study: optuna.Study, spec: StudySpec) -> int:
             queued.add(key)
     for key in sorted(failed - done - queued, key=str):
         study.enqueue_trial(dict(zip(names, key, strict=True)))
-    import itertools
     every = set(itertools.product(*space.values()))
     return len(every - done)
 
