@@ -1,6 +1,7 @@
 """MLPs on the Euro points (Part A of the exercise).
 
-``run(config, reporter, runtime)`` trains one MLP and returns its final metrics. The loop keeps
+``run(config, reporter, runtime)`` trains one MLP and returns its final metrics; ``fit`` does the
+same and also returns the trained model (final retraining saves its weights). The loop keeps
 the data as tensors on the device and takes batches as index slices of a shuffled permutation
 (no per-item DataLoader), evaluates in large no-grad batches, and reports per epoch:
 train/validation/test loss and accuracy, seconds and iterations, plus the mean squared gradient
@@ -51,6 +52,9 @@ class Config:
     seed: int = 42
     monitor_layers: tuple[int, ...] = ()  # Linear layers whose gradient norms are recorded
     train_fraction: float = 1.0  # use a seeded subset of the training split (quick runs)
+    # train+val: also train on the validation split (final retraining only; val_* metrics
+    # are then not held-out scores)
+    train_on: Literal["train", "train+val"] = "train"
 
 
 class MLP(nn.Module):
@@ -87,6 +91,11 @@ class MLP(nn.Module):
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
     """Train one MLP on the Euro data and return its final metrics."""
+    return fit(config, reporter, runtime)[1]
+
+
+def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict[str, float]]:
+    """Train one MLP on the Euro data; return the trained model and its final metrics."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = torch.device(runtime.device)
@@ -149,7 +158,7 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
     reporter.save_artifact("batch_losses.npy", _npy(np.concatenate(batch_losses)))
     reporter.save_artifact("decision_boundary.npz", _decision_boundary(model, data, config,
                                                                        tensors, device))
-    return {key: metrics[key] for key in METRICS}
+    return model, {key: metrics[key] for key in METRICS}
 
 
 def _to_tensors(data: EuroData, config: Config, device: torch.device
@@ -159,6 +168,9 @@ def _to_tensors(data: EuroData, config: Config, device: torch.device
         keep = np.random.default_rng(config.seed).permutation(len(x_train))
         keep = np.sort(keep[: max(1, int(len(x_train) * config.train_fraction))])
         x_train, y_train = x_train[keep], y_train[keep]
+    if config.train_on == "train+val":
+        x_train = np.concatenate([x_train, data.x_val])
+        y_train = np.concatenate([y_train, data.y_val])
     mean, std = _standardizer(data, config)
     splits = {"train": (x_train, y_train), "val": (data.x_val, data.y_val),
               "test": (data.x_test, data.y_test)}
