@@ -106,8 +106,13 @@ def test_trials_page_lists_trials_and_artifacts(browser, dashboard_url: str,
                                                 tmp_path: Path) -> None:
     text = _page_text(browser, f"{dashboard_url}studies/1/trials", "3 Trials", "Trial 0",
                       "Trial 2", "Complete", "Intermediate Values", "batch_losses.npy",
-                      "decision_boundary.npz")
+                      "decision_boundary.npz", "decision_boundary.png", "loss_curves.png")
     assert "Best Trial" in text
+    # The PNG previews are shown inline: their <img> elements load from the artifact store.
+    images = browser.execute_script(
+        "return [...document.images].filter(i => i.src.includes('/artifacts/'))"
+        ".map(i => [i.src, i.complete && i.naturalWidth]);")
+    assert len(images) >= 4 and all(width > 0 for _, width in images), images
     browser.save_screenshot(str(tmp_path / "dashboard-trials.png"))
     print(f"screenshot: {tmp_path / 'dashboard-trials.png'}")
 

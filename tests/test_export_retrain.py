@@ -83,7 +83,8 @@ def test_retrain_reproduces_the_trial_and_saves_loadable_weights(
     accuracy = float((logits.argmax(1).numpy() == data.y_test).mean())
     metrics = json.loads((seed_dir / "metrics.json").read_text())["metrics"]
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
-    assert {"batch_losses.npy", "decision_boundary.npz"} <= {p.name for p in seed_dir.iterdir()}
+    assert {"batch_losses.npy", "decision_boundary.npz", "decision_boundary.png",
+            "loss_curves.png"} <= {p.name for p in seed_dir.iterdir()}
 
 
 def test_retrain_cli_over_seeds_on_train_plus_val(study_storage: str, data_dir: Path,
