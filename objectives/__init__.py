@@ -7,8 +7,9 @@ Each objective module exposes:
 - ``DATASET``: the folder under the data dir it reads (``euro`` or ``faces``);
 - ``run(config, reporter, runtime) -> dict[str, float]``: trains, reports per step, returns
   the final metrics;
-- optionally ``fit(config, reporter, runtime) -> (model, metrics)``: the same, also returning
-  the trained model, so ``python -m search.retrain`` can save its weights.
+- optionally ``fit(config, reporter, runtime)``: the same, also returning the trained model, as
+  ``(model, metrics)`` or an object with ``model`` and ``metrics`` attributes, so
+  ``python -m search.retrain`` can save its weights.
 
 ``get_objective(name)`` imports the module lazily, so running an MLP study never imports
 XGBoost or torchvision's models.
@@ -40,7 +41,7 @@ class Objective:
     metrics: tuple[str, ...]
     dataset: str
     run: Callable[..., Mapping[str, float]]
-    fit: Callable[..., tuple[Any, Mapping[str, float]]] | None = None
+    fit: Callable[..., Any] | None = None  # -> (model, metrics) or an object with both
 
     def make_config(self, values: Mapping[str, Any], *, source: str = "config") -> Any:
         from objectives.config import make_config

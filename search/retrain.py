@@ -49,6 +49,7 @@ class RetrainOptions:
     out: Path = Path("runs")
     device: str = "auto"
     threads: int | None = None
+    cache_dir: Path = Path(".cache")
     progress: bool = True
 
 
@@ -109,7 +110,7 @@ def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str
     run_dir = options.out / f"{exported.path.stem}-{options.train_on.replace('+', '_')}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
     shutil.copyfile(exported.path, run_dir / "config.yaml")
-    runtime = Runtime(data_dir=options.data_dir, device=device)
+    runtime = Runtime(data_dir=options.data_dir, device=device, cache_dir=options.cache_dir)
 
     steps = getattr(configs[0], "epochs", None)
     bar = tqdm(total=steps * len(configs) if steps else None, unit="epoch",
@@ -128,12 +129,21 @@ def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str
     return run_dir, summary
 
 
+def fitted_parts(result: Any) -> tuple[Any, Mapping[str, float]]:
+    """``fit``'s result as (model, metrics): a pair, or an object with ``model`` and ``metrics``
+    attributes (such as objectives.resnet.Fitted)."""
+    if hasattr(result, "model") and hasattr(result, "metrics"):
+        return result.model, result.metrics
+    model, metrics = result
+    return model, metrics
+
+
 def _train_one(objective: Any, config: Any, runtime: Runtime, folder: Path,
                reporter: ProgressReporter) -> dict[str, Any]:
     folder.mkdir(parents=True)
     start = time.perf_counter()
     if objective.fit is not None:
-        model, metrics = objective.fit(config, reporter, runtime)
+        model, metrics = fitted_parts(objective.fit(config, reporter, runtime))
     else:
         model, metrics = None, objective.run(config, reporter, runtime)
     seconds = time.perf_counter() - start
@@ -144,7 +154,8 @@ def _train_one(objective: Any, config: Any, runtime: Runtime, folder: Path,
         weights_error = f"objective {objective.name!r} has no fit(); weights were not saved"
     else:
         try:
-            weights = str(save_weights(model, folder))
+            weights = str(save_weights(model, folder, metadata={
+                "objective": objective.name, "config": json.dumps(config_to_dict(config))}))
         except TypeError as exc:
             weights_error = str(exc)
     if weights_error:
@@ -244,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $HPSEARCH_DATA, else ./data)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--threads", type=int, help="torch threads (default: 1 for MLPs)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"),
+                        help="decoded-image and feature cache (default .cache)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -254,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         exported = load_exported(args.config)
         options = RetrainOptions(data_dir=resolve_data_dir(args.data_dir), seeds=args.seeds,
                                  train_on=args.train_on, out=args.out, device=args.device,
-                                 threads=args.threads, progress=not args.no_progress)
+                                 threads=args.threads, cache_dir=args.cache_dir,
+                                 progress=not args.no_progress)
         run_dir, summary = retrain(exported, options)
     except HPSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
