@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 TORCH_PINS = torch==2.14.1 torchvision==0.29.1
 DATA_DIR ?= $(if $(HPSEARCH_DATA),$(HPSEARCH_DATA),data)
 
-.PHONY: setup setup-dev demo test lint bench
+.PHONY: setup setup-dev demo dashboard test lint bench
 
 setup:
 	$(PIP) install -q $(TORCH_PINS)
@@ -20,6 +20,10 @@ setup-dev: setup
 demo: setup
 	@test -d $(DATA_DIR)/euro || $(PYTHON) -m objectives.euro_data --synthetic $(DATA_DIR)
 	$(PYTHON) -m search.run --study mlp_demo --trials 8 --data-dir $(DATA_DIR) --storage sqlite:///studies.db
+
+# The dashboard on the demo's storage (http://127.0.0.1:8080/dashboard/).
+dashboard:
+	$(PYTHON) -m search.dashboard --storage sqlite:///studies.db
 
 test: setup-dev
 	$(PYTHON) -m ruff check .

@@ -6,7 +6,10 @@ Each objective module exposes:
 - ``METRICS``: the metric names its ``run`` returns (validation ones start with ``val_``);
 - ``DATASET``: the folder under the data dir it reads (``euro`` or ``faces``);
 - ``run(config, reporter, runtime) -> dict[str, float]``: trains, reports per step, returns
-  the final metrics.
+  the final metrics;
+- optionally ``fit(config, reporter, runtime)``: the same, also returning the trained model, as
+  ``(model, metrics)`` or an object with ``model`` and ``metrics`` attributes, so
+  ``python -m search.retrain`` can save its weights.
 
 ``get_objective(name)`` imports the module lazily, so running an MLP study never imports
 XGBoost or torchvision's models.
@@ -38,6 +41,7 @@ class Objective:
     metrics: tuple[str, ...]
     dataset: str
     run: Callable[..., Mapping[str, float]]
+    fit: Callable[..., Any] | None = None  # -> (model, metrics) or an object with both
 
     def make_config(self, values: Mapping[str, Any], *, source: str = "config") -> Any:
         from objectives.config import make_config
@@ -53,4 +57,5 @@ def get_objective(name: str) -> Objective:
         )
     module = importlib.import_module(OBJECTIVES[name])
     return Objective(name=name, config_cls=module.Config, metrics=tuple(module.METRICS),
-                     dataset=module.DATASET, run=module.run)
+                     dataset=module.DATASET, run=module.run,
+                     fit=getattr(module, "fit", None))

@@ -1,10 +1,12 @@
 """MLPs on the Euro points (Part A of the exercise).
 
-``run(config, reporter, runtime)`` trains one MLP and returns its final metrics. The loop keeps
+``run(config, reporter, runtime)`` trains one MLP and returns its final metrics; ``fit`` does the
+same and also returns the trained model (final retraining saves its weights). The loop keeps
 the data as tensors on the device and takes batches as index slices of a shuffled permutation
 (no per-item DataLoader), evaluates in large no-grad batches, and reports per epoch:
 train/validation/test loss and accuracy, seconds and iterations, plus the mean squared gradient
-norm of monitored layers. Per-batch losses and the decision-boundary map go to artifacts.
+norm of monitored layers. Per-batch losses and the decision-boundary map go to artifacts,
+with PNG previews of them and of the learning curves.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from objectives.errors import DivergedError
 from objectives.euro_data import NUM_CLASSES, EuroData, load_euro, make_features
+from objectives.previews import class_map_png, curves_png
 from objectives.reporter import Reporter
 from objectives.runtime import Runtime
 
@@ -30,6 +33,7 @@ METRICS = (
 )
 EVAL_BATCH_SIZE = 16_384  # no-grad evaluation batches; results do not depend on it
 BOUNDARY_GRID = 300  # decision-boundary map resolution per axis
+PREVIEW_POINTS = 2000  # at most this many points in the per-batch loss preview
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class Config:
     seed: int = 42
     monitor_layers: tuple[int, ...] = ()  # Linear layers whose gradient norms are recorded
     train_fraction: float = 1.0  # use a seeded subset of the training split (quick runs)
+    # train+val: also train on the validation split (final retraining only; val_* metrics
+    # are then not held-out scores)
+    train_on: Literal["train", "train+val"] = "train"
 
 
 class MLP(nn.Module):
@@ -87,6 +94,11 @@ class MLP(nn.Module):
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
     """Train one MLP on the Euro data and return its final metrics."""
+    return fit(config, reporter, runtime)[1]
+
+
+def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict[str, float]]:
+    """Train one MLP on the Euro data; return the trained model and its final metrics."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = torch.device(runtime.device)
@@ -111,6 +123,7 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
     n_train = x_train.shape[0]
     batch_losses: list[np.ndarray] = []
     metrics: dict[str, float] = {}
+    history: dict[str, list[float]] = {}
     for epoch in range(config.epochs):
         start = time.perf_counter()
         model.train()
@@ -143,13 +156,17 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
         for layer, value in zip(config.monitor_layers, grad_means, strict=True):
             metrics[f"grad_sq_norm_layer{layer}"] = float(value)
         reporter.report(epoch, metrics)
+        for key, value in metrics.items():
+            history.setdefault(key, []).append(value)
         if reporter.should_stop():
             break
 
-    reporter.save_artifact("batch_losses.npy", _npy(np.concatenate(batch_losses)))
-    reporter.save_artifact("decision_boundary.npz", _decision_boundary(model, data, config,
-                                                                       tensors, device))
-    return {key: metrics[key] for key in METRICS}
+    all_losses = np.concatenate(batch_losses)
+    reporter.save_artifact("batch_losses.npy", _npy(all_losses))
+    boundary = _decision_boundary(model, data, config, tensors, device)
+    reporter.save_artifact("decision_boundary.npz", _npz(boundary))
+    _save_previews(reporter, history, all_losses, boundary)
+    return model, {key: metrics[key] for key in METRICS}
 
 
 def _to_tensors(data: EuroData, config: Config, device: torch.device
@@ -159,6 +176,9 @@ def _to_tensors(data: EuroData, config: Config, device: torch.device
         keep = np.random.default_rng(config.seed).permutation(len(x_train))
         keep = np.sort(keep[: max(1, int(len(x_train) * config.train_fraction))])
         x_train, y_train = x_train[keep], y_train[keep]
+    if config.train_on == "train+val":
+        x_train = np.concatenate([x_train, data.x_val])
+        y_train = np.concatenate([y_train, data.y_val])
     mean, std = _standardizer(data, config)
     splits = {"train": (x_train, y_train), "val": (data.x_val, data.y_val),
               "test": (data.x_test, data.y_test)}
@@ -200,8 +220,8 @@ def _evaluate(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, torch.Ten
 @torch.no_grad()
 def _decision_boundary(model: nn.Module, data: EuroData, config: Config,
                        tensors: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                       device: torch.device) -> bytes:
-    """The class predicted on a fixed grid over the map, with the test points, as npz bytes."""
+                       device: torch.device) -> dict[str, np.ndarray]:
+    """The class predicted on a fixed grid over the map, with the test points."""
     model.eval()
     everything = np.concatenate([data.x_train, data.x_val, data.x_test])
     low, high = everything.min(0) - 1.0, everything.max(0) + 1.0
@@ -214,13 +234,35 @@ def _decision_boundary(model: nn.Module, data: EuroData, config: Config,
                            for i in range(0, features.shape[0], EVAL_BATCH_SIZE)])
     test_predicted = torch.cat([model(tensors["test"][0][i:i + EVAL_BATCH_SIZE]).argmax(1)
                                 for i in range(0, tensors["test"][0].shape[0], EVAL_BATCH_SIZE)])
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer, longs=longs, lats=lats,
+    return dict(
+        longs=longs, lats=lats,
         grid_classes=predicted.cpu().numpy().astype(np.uint8).reshape(len(lats), len(longs)),
         test_points=data.x_test, test_labels=data.y_test.astype(np.uint8),
         test_predicted=test_predicted.cpu().numpy().astype(np.uint8),
     )
+
+
+def _save_previews(reporter: Reporter, history: dict[str, list[float]], batch_losses: np.ndarray,
+                   boundary: dict[str, np.ndarray]) -> None:
+    """PNG previews that optuna-dashboard shows on the trial's page."""
+    for kind in ("loss", "accuracy"):
+        curves = {split: history[f"{split}_{kind}"] for split in ("train", "val", "test")}
+        reporter.save_artifact(f"{kind}_curves.png", curves_png(curves, f"{kind} per epoch",
+                                                                "epoch"))
+    block = max(1, math.ceil(len(batch_losses) / PREVIEW_POINTS))
+    means = np.resize(batch_losses, math.ceil(len(batch_losses) / block) * block)
+    means = means.reshape(-1, block).mean(1) if block > 1 else batch_losses
+    label = "training loss per batch" + (f" (means of {block})" if block > 1 else "")
+    reporter.save_artifact("batch_losses.png", curves_png({"train": means}, label, "batch"))
+    wrong = boundary["test_predicted"] != boundary["test_labels"]
+    reporter.save_artifact("decision_boundary.png", class_map_png(
+        boundary["grid_classes"], boundary["longs"], boundary["lats"], boundary["test_points"],
+        wrong, NUM_CLASSES))
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
 

@@ -27,9 +27,12 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from objectives import get_objective
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_device
 from search.components import make_pruner, make_sampler
+from search.notes import write_study_note
+from search.provenance import data_fingerprint
 from search.spec import StudySpec
 from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage
 from search.trial import TrialRunner, grid_search_space
@@ -143,6 +146,8 @@ def create_or_load_study(spec: StudySpec, study_name: str, options: RunOptions) 
     study.set_user_attr("searched", spec.searched_keys())
     study.set_user_attr("spec_file", str(spec.path) if spec.path else spec.name)
     study.set_user_attr("command", options.command)
+    write_study_note(study, spec, options.command, data_fingerprint(
+        options.data_dir / get_objective(spec.objective).dataset))
     return study
 
 

@@ -85,3 +85,14 @@ def load_existing_study(study_name: str, url: str) -> optuna.Study:
         raise ConfigError(f"no study named {study_name!r} in {url}; studies there: "
                           f"{', '.join(sorted(names)) or 'none'} (run it with search.run first)")
     return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def require_existing_storage(url: str) -> None:
+    """For a file storage (SQLite or journal), a ConfigError when the file does not exist
+    (opening it would create an empty one)."""
+    path = _journal_path(url)
+    if path is None and url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+    if path is not None and not path.is_file():
+        raise ConfigError(f"no study storage at {path}; run a study first (python -m search.run "
+                          "--study NAME) or pass --storage")

@@ -1,0 +1,194 @@
+"""``python -m search.export``: write the best trials of a study as configs to train again.
+
+Each chosen trial becomes one YAML file holding the objective, the full config (the study's
+fixed settings and the trial's searched values merged, every field of the objective's config
+spelled out), the validation metric it reached, its final metrics and its provenance (study,
+trial, storage, software versions, data fingerprint). ``python -m search.retrain FILE`` trains
+it again; ``load_exported`` reads and checks such a file.
+
+Examples::
+
+    python -m search.export --study mlp_demo
+    python -m search.export --study mlp_width_depth --top 3 --out configs/
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from objectives import Objective, get_objective
+from objectives.config import config_to_dict
+from objectives.errors import ConfigError, HPSearchError
+from search.provenance import software_versions
+from search.storage import DEFAULT_STORAGE, load_existing_study, require_existing_storage
+from search.trial import GRID_POINT_PARAM
+
+REQUIRED_KEYS = ("objective", "config", "metric")
+HEADER = "# Exported by python -m search.export; train it again with python -m search.retrain {}\n"
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A checked exported config: the objective, its config object and the file's contents."""
+
+    path: Path
+    objective: Objective
+    config: Any
+    raw: Mapping[str, Any]
+
+    @property
+    def metric_name(self) -> str:
+        return self.raw["metric"]["name"]
+
+    @property
+    def metric_value(self) -> float | None:
+        return self.raw["metric"].get("value")
+
+
+def best_trials(study: Any, top: int) -> list[Any]:
+    """The ``top`` best COMPLETE trials of ``study``, best first; a ConfigError if none."""
+    import optuna
+
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        counts: dict[str, int] = {}
+        for trial in study.get_trials(deepcopy=False):
+            counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+        seen = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
+        raise ConfigError(f"study {study.study_name!r} has no complete trial ({seen}); run more "
+                          "trials with python -m search.run before exporting")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: (-t.value if maximize else t.value, t.number))
+    return ranked[:top]
+
+
+def trial_document(study: Any, trial: Any, storage_url: str) -> dict[str, Any]:
+    """The exported YAML document for one trial."""
+    objective_name = trial.user_attrs.get("objective") or study.user_attrs.get("objective")
+    if objective_name is None:
+        raise ConfigError(f"study {study.study_name!r} trial {trial.number} names no objective; "
+                          "only studies run with python -m search.run can be exported")
+    objective = get_objective(objective_name)
+    values = trial.user_attrs.get("config")
+    if values is None:  # not recorded: rebuild from the study's fixed settings and the params
+        values = {**study.user_attrs.get("fixed", {}),
+                  **{k: v for k, v in trial.params.items() if k != GRID_POINT_PARAM}}
+    config = objective.make_config(values, source=f"study {study.study_name} trial "
+                                                  f"{trial.number}")
+    recorded = trial.user_attrs.get("provenance", {})
+    return {
+        "objective": objective.name,
+        "study": study.study_name,
+        "trial": trial.number,
+        "metric": {"name": study.user_attrs.get("metric", "value"), "value": float(trial.value),
+                   "direction": study.direction.name.lower()},
+        "config": config_to_dict(config),
+        "params": dict(trial.params),
+        "metrics": trial.user_attrs.get("metrics", {}),
+        "provenance": {
+            "storage": storage_url,
+            "study_description": study.user_attrs.get("description", ""),
+            "spec_file": study.user_attrs.get("spec_file"),
+            "command": study.user_attrs.get("command"),
+            "data_fingerprint": recorded.get("data_fingerprint"),
+            "synthetic_data": recorded.get("synthetic_data"),
+            "trained_on": recorded.get("device"),
+            "host": recorded.get("host"),
+            "versions": recorded.get("versions", {}),
+            "run_id": trial.user_attrs.get("run_id"),
+            "trial_finished": trial.datetime_complete.isoformat(timespec="seconds")
+            if trial.datetime_complete else None,
+            "exported": dt.datetime.now().isoformat(timespec="seconds"),
+            "exported_with": software_versions(),
+        },
+    }
+
+
+def export_study(study_name: str, storage_url: str = DEFAULT_STORAGE, top: int = 1,
+                 out: Path = Path("configs")) -> list[Path]:
+    """Write the ``top`` best complete trials of a study as YAML files; return their paths."""
+    require_existing_storage(storage_url)
+    study = load_existing_study(study_name, storage_url)
+    chosen = best_trials(study, top)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for trial in chosen:
+        document = trial_document(study, trial, storage_url)
+        path = out / f"{_safe(study_name)}-trial{trial.number}.yaml"
+        path.write_text(HEADER.format(path) + yaml.safe_dump(document, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def load_exported(path: Path) -> Exported:
+    """Read and check an exported config; a ConfigError names the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; export one with python -m "
+                          "search.export --study NAME")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: an exported config must be a mapping with keys "
+                          f"{', '.join(REQUIRED_KEYS)}")
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise ConfigError(f"{path}: missing key {key!r}; an exported config needs "
+                              f"{', '.join(REQUIRED_KEYS)} (export it again with search.export)")
+    if not isinstance(raw["config"], dict):
+        raise ConfigError(f"{path}: 'config' must be a mapping of config keys to values")
+    if not isinstance(raw["metric"], dict) or not isinstance(raw["metric"].get("name"), str):
+        raise ConfigError(f"{path}: 'metric' must be a mapping with 'name' (and 'value')")
+    try:
+        objective = get_objective(str(raw["objective"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    config = objective.make_config(raw["config"], source=f"{path}: config")
+    return Exported(path=path, objective=objective, config=config, raw=raw)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.export",
+        description="Export a study's best trials as YAML configs for python -m search.retrain.")
+    parser.add_argument("--study", required=True, help="study name in the storage")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage URL or journal file (default {DEFAULT_STORAGE})")
+    parser.add_argument("--top", type=int, default=1, help="export the K best trials (default 1)")
+    parser.add_argument("--out", type=Path, default=Path("configs"),
+                        help="folder for the YAML files (default configs/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        paths = export_study(args.study, args.storage, args.top, args.out)
+    except HPSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        document = yaml.safe_load(path.read_text())
+        metric = document["metric"]
+        print(f"trial {document['trial']}: {metric['name']}={metric['value']:.4f} -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""``python -m search.retrain``: train the final model from an exported config, over seeds.
+
+For each seed (the config's own seed, then +1, +2, ...) it trains the objective without Optuna,
+saves the weights, the final metrics with the per-epoch history and the artifacts, then writes
+a summary with the mean and spread of every metric over the seeds. ``--train-on train+val``
+also trains on the validation split; its ``val_*`` metrics are then not held-out scores.
+
+Examples::
+
+    python -m search.retrain configs/mlp_demo-trial3.yaml
+    python -m search.retrain configs/mlp_grid-trial2.yaml --seeds 3 --train-on train+val
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from objectives.config import config_fields, config_to_dict
+from objectives.errors import ConfigError, HPSearchError
+from objectives.reporter import RecordingReporter
+from objectives.runtime import Runtime, resolve_data_dir, resolve_device
+from search.export import Exported, load_exported
+from search.provenance import data_fingerprint, provenance
+from search.weights import save_weights
+
+TRAIN_ON = ("train", "train+val")
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    """How to retrain (everything but the exported config)."""
+
+    data_dir: Path
+    seeds: int = 1
+    train_on: str = "train"
+    out: Path = Path("runs")
+    device: str = "auto"
+    threads: int | None = None
+    cache_dir: Path = Path(".cache")
+    progress: bool = True
+
+
+class ProgressReporter(RecordingReporter):
+    """A recording reporter that advances a progress bar once per step."""
+
+    def __init__(self, bar: Any, metric: str):
+        super().__init__()
+        self.bar = bar
+        self.metric = metric
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        super().report(step, metrics)
+        if self.metric in metrics:
+            self.bar.set_postfix({self.metric: f"{metrics[self.metric]:.4f}"})
+        self.bar.update(1)
+
+
+def seed_configs(exported: Exported, seeds: int, train_on: str) -> list[Any]:
+    """The configs to train: one per seed, with ``train_on`` applied."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if train_on not in TRAIN_ON:
+        raise ConfigError(f"--train-on must be train or train+val, got {train_on!r}")
+    fields = config_fields(exported.objective.config_cls)
+    values = config_to_dict(exported.config)
+    if "seed" not in fields and seeds > 1:
+        raise ConfigError(f"objective {exported.objective.name!r} has no 'seed' setting, so "
+                          "--seeds must be 1")
+    if train_on != "train":
+        if "train_on" not in fields:
+            raise ConfigError(f"objective {exported.objective.name!r} cannot train on "
+                              f"{train_on} (its config has no 'train_on'); use --train-on train")
+        values["train_on"] = train_on
+    base = values.get("seed", 0)
+    configs = []
+    for i in range(seeds):
+        if "seed" in fields:
+            values["seed"] = base + i
+        configs.append(exported.objective.make_config(values, source=str(exported.path)))
+    return configs
+
+
+def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str, Any]]:
+    """Train every seed, save what it made; return the run folder and the summary."""
+    import torch
+
+    configs = seed_configs(exported, options.seeds, options.train_on)
+    objective = exported.objective
+    device = resolve_device(options.device)
+    data_folder = options.data_dir / objective.dataset
+    if not data_folder.is_dir():
+        raise ConfigError(f"no {objective.dataset} data at {data_folder}; pass --data-dir (or "
+                          "set $HPSEARCH_DATA) to the folder holding it")
+    torch.set_num_threads(options.threads or (1 if objective.name == "mlp" else
+                                              torch.get_num_threads()))
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = options.out / f"{exported.path.stem}-{options.train_on.replace('+', '_')}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    shutil.copyfile(exported.path, run_dir / "config.yaml")
+    runtime = Runtime(data_dir=options.data_dir, device=device, cache_dir=options.cache_dir)
+
+    steps = getattr(configs[0], "epochs", None)
+    bar = tqdm(total=steps * len(configs) if steps else None, unit="epoch",
+               disable=not options.progress, dynamic_ncols=True)
+    per_seed = []
+    try:
+        for config in configs:
+            seed = getattr(config, "seed", None)
+            bar.set_description(f"seed {seed}")
+            per_seed.append(_train_one(objective, config, runtime, run_dir / f"seed{seed}",
+                                       ProgressReporter(bar, exported.metric_name)))
+    finally:
+        bar.close()
+    summary = _summary(exported, options, configs, per_seed, data_folder, device)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return run_dir, summary
+
+
+def fitted_parts(result: Any) -> tuple[Any, Mapping[str, float]]:
+    """``fit``'s result as (model, metrics): a pair, or an object with ``model`` and ``metrics``
+    attributes (such as objectives.resnet.Fitted)."""
+    if hasattr(result, "model") and hasattr(result, "metrics"):
+        return result.model, result.metrics
+    model, metrics = result
+    return model, metrics
+
+
+def _train_one(objective: Any, config: Any, runtime: Runtime, folder: Path,
+               reporter: ProgressReporter) -> dict[str, Any]:
+    folder.mkdir(parents=True)
+    start = time.perf_counter()
+    if objective.fit is not None:
+        model, metrics = fitted_parts(objective.fit(config, reporter, runtime))
+    else:
+        model, metrics = None, objective.run(config, reporter, runtime)
+    seconds = time.perf_counter() - start
+    for name, data in reporter.artifacts.items():
+        (folder / name).write_bytes(data)
+    weights, weights_error = None, None
+    if model is None:
+        weights_error = f"objective {objective.name!r} has no fit(); weights were not saved"
+    else:
+        try:
+            weights = str(save_weights(model, folder, metadata={
+                "objective": objective.name, "config": json.dumps(config_to_dict(config))}))
+        except TypeError as exc:
+            weights_error = str(exc)
+    if weights_error:
+        print(f"WARNING: {weights_error}", file=sys.stderr)
+    record = {
+        "seed": getattr(config, "seed", None),
+        "config": config_to_dict(config),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "history": reporter.history,
+        "logs": reporter.logs,
+        "seconds": round(seconds, 3),
+        "weights": weights,
+        "weights_error": weights_error,
+    }
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
+def _summary(exported: Exported, options: RetrainOptions, configs: list[Any],
+             per_seed: list[dict[str, Any]], data_folder: Path, device: str) -> dict[str, Any]:
+    names = list(per_seed[0]["metrics"])
+    spread = {}
+    for name in names:
+        values = [r["metrics"][name] for r in per_seed]
+        spread[name] = {"mean": statistics.fmean(values),
+                        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                        "min": min(values), "max": max(values), "values": values}
+    recorded_fp = exported.raw.get("provenance", {}).get("data_fingerprint")
+    current_fp = data_fingerprint(data_folder)
+    metric, recorded = exported.metric_name, exported.metric_value
+    same_seed = [r for r in per_seed if r["seed"] == exported.raw["config"].get("seed")]
+    reproduction = None
+    if options.train_on == "train" and same_seed and recorded is not None and metric in names:
+        value = same_seed[0]["metrics"][metric]
+        reproduction = {"metric": metric, "seed": same_seed[0]["seed"], "recorded": recorded,
+                        "retrained": value, "difference": value - recorded}
+    return {
+        "config_file": str(exported.path),
+        "objective": exported.objective.name,
+        "study": exported.raw.get("study"),
+        "trial": exported.raw.get("trial"),
+        "train_on": options.train_on,
+        "note": ("trained on train+validation: val_* metrics are NOT held-out scores; only "
+                 "test_* metrics are" if options.train_on != "train" else
+                 "trained on the training split; val_* and test_* are held out"),
+        "seeds": [getattr(c, "seed", None) for c in configs],
+        "metrics": spread,
+        "std": "sample standard deviation over seeds (n-1); 0 for one seed",
+        "reproduction": reproduction,
+        "data_fingerprint": {"recorded": recorded_fp, "now": current_fp,
+                             "same": recorded_fp in (None, current_fp)},
+        "provenance": provenance(device=device, seed=[r["seed"] for r in per_seed],
+                                 data_folder=data_folder),
+        "runs": [{"seed": r["seed"], "weights": r["weights"], "seconds": r["seconds"]}
+                 for r in per_seed],
+    }
+
+
+def format_summary(run_dir: Path, summary: Mapping[str, Any]) -> str:
+    """The printed table: each metric's mean and spread over the seeds."""
+    n = len(summary["seeds"])
+    lines = [f"{summary['objective']} from {summary['config_file']}: {n} seed(s) "
+             f"{summary['seeds']}, trained on {summary['train_on']}",
+             f"{'metric':16s} {'mean':>8s} {'std':>8s} {'min':>8s} {'max':>8s}"]
+    for name, s in summary["metrics"].items():
+        lines.append(f"{name:16s} {s['mean']:8.4f} {s['std']:8.4f} {s['min']:8.4f} "
+                     f"{s['max']:8.4f}")
+    if summary["train_on"] != "train":
+        lines.append("NOTE: " + summary["note"])
+    rep = summary["reproduction"]
+    if rep:
+        lines.append(f"reproduction (seed {rep['seed']}): {rep['metric']} recorded "
+                     f"{rep['recorded']:.4f}, retrained {rep['retrained']:.4f}, difference "
+                     f"{rep['difference']:+.6f}")
+    if not summary["data_fingerprint"]["same"]:
+        fp = summary["data_fingerprint"]
+        lines.append(f"WARNING: the data changed since the trial (fingerprint {fp['recorded']} "
+                     f"then, {fp['now']} now)")
+    weights = [r["weights"] for r in summary["runs"] if r["weights"]]
+    lines.append(f"weights, metrics and artifacts in {run_dir}/seed*/ "
+                 f"({len(weights)} weight file(s)); summary in {run_dir / 'summary.json'}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.retrain",
+        description="Train the final model from a config written by python -m search.export.")
+    parser.add_argument("config", type=Path, help="an exported YAML config")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="number of seeds: the config's seed, +1, +2, ... (default 1)")
+    parser.add_argument("--train-on", choices=TRAIN_ON, default="train",
+                        help="train (default) or train+val (val metrics are then not held out)")
+    parser.add_argument("--out", type=Path, default=Path("runs"),
+                        help="folder for the run (default runs/)")
+    parser.add_argument("--data-dir", help="folder holding euro/ and faces/ "
+                        "(default: $HPSEARCH_DATA, else ./data)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: 1 for MLPs)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"),
+                        help="decoded-image and feature cache (default .cache)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        exported = load_exported(args.config)
+        options = RetrainOptions(data_dir=resolve_data_dir(args.data_dir), seeds=args.seeds,
+                                 train_on=args.train_on, out=args.out, device=args.device,
+                                 threads=args.threads, cache_dir=args.cache_dir,
+                                 progress=not args.no_progress)
+        run_dir, summary = retrain(exported, options)
+    except HPSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(run_dir, summary))
+    return 0 if all(math.isfinite(s["mean"]) for s in summary["metrics"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

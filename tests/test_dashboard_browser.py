@@ -1,0 +1,123 @@
+"""The dashboard in a real headless Chromium: study page, importance, trials, note, artifacts.
+
+Runs ``python -m search.dashboard`` as a subprocess on a free port over a small study made here,
+and drives Debian's chromium through chromedriver with Selenium. Screenshots are saved in the
+test's temporary folder (their paths are printed; see them with ``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from small_study import STUDY, make_small_study
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+PAGE_TIMEOUT_S = 90
+
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    pytest.skip("needs chromium and chromedriver (bash scripts/install-system-deps.sh)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A dashboard serving a 3-trial study, on a free port of 127.0.0.1."""
+    storage_url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'studies.db'}"
+    make_small_study(data_dir, storage_url)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "search.dashboard", "--storage", storage_url, "--port", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(server.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        assert lines and lines[0].startswith("optuna-dashboard on http://127.0.0.1:"), lines
+        yield lines[0].split()[2]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1500"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _page_text(browser, url: str, *expected: str) -> str:
+    """Open ``url`` and wait until the page's text shows every ``expected`` string."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    body = ""
+
+    def shows_all(driver) -> bool:
+        nonlocal body
+        body = driver.find_element("tag name", "body").text
+        return all(text in body for text in expected)
+
+    try:
+        WebDriverWait(browser, PAGE_TIMEOUT_S, poll_frequency=0.5).until(shows_all)
+    except Exception:
+        missing = [t for t in expected if t not in body]
+        raise AssertionError(f"{url} did not show {missing}; page text:\n{body[:2000]}") from None
+    return body
+
+
+def test_study_page_shows_history_and_importance(browser, dashboard_url: str,
+                                                 tmp_path: Path) -> None:
+    params = ("depth", "width", "lr", "batch_norm")
+    text = _page_text(browser, f"{dashboard_url}studies/1", STUDY, "History",
+                      "Hyperparameter Importance", "Intermediate values", "trial #2", *params)
+    importance = text[text.index("Hyperparameter Importance"):text.index("Timeline")]
+    assert all(p in importance for p in params), importance
+    screenshot = tmp_path / "dashboard-study.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"screenshot: {screenshot}")
+
+
+def test_trials_page_lists_trials_and_artifacts(browser, dashboard_url: str,
+                                                tmp_path: Path) -> None:
+    text = _page_text(browser, f"{dashboard_url}studies/1/trials", "3 Trials", "Trial 0",
+                      "Trial 2", "Complete", "Intermediate Values", "batch_losses.npy",
+                      "decision_boundary.npz", "decision_boundary.png", "loss_curves.png")
+    assert "Best Trial" in text
+    # The PNG previews are shown inline: their <img> elements load from the artifact store.
+    images = browser.execute_script(
+        "return [...document.images].filter(i => i.src.includes('/artifacts/'))"
+        ".map(i => [i.src, i.complete && i.naturalWidth]);")
+    assert len(images) >= 4 and all(width > 0 for _, width in images), images
+    browser.save_screenshot(str(tmp_path / "dashboard-trials.png"))
+    print(f"screenshot: {tmp_path / 'dashboard-trials.png'}")
+
+
+def test_note_page_shows_description_command_and_fingerprint(browser,
+                                                              dashboard_url: str) -> None:
+    _page_text(browser, f"{dashboard_url}studies/1/note", "A short demo search",
+               "pytest small study", "data fingerprint", "sha256:")

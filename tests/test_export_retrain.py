@@ -1,0 +1,179 @@
+"""Export a small real study's best trials, retrain them, and check the bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+from small_study import STUDY, make_small_study
+
+from objectives import get_objective
+from objectives.config import config_to_dict
+from objectives.errors import ConfigError
+from objectives.euro_data import load_euro, make_features
+from search.export import export_study, load_exported
+from search.retrain import RetrainOptions, retrain
+from search.weights import save_weights
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def study_storage(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('export') / 'studies.db'}"
+    make_small_study(data_dir, url)
+    return url
+
+
+def test_export_top_k_writes_the_best_trials_in_order(study_storage: str, tmp_path: Path) -> None:
+    paths = export_study(STUDY, study_storage, top=2, out=tmp_path)
+    documents = [yaml.safe_load(p.read_text()) for p in paths]
+    study = optuna.load_study(study_name=STUDY, storage=study_storage)
+    assert documents[0]["trial"] == study.best_trial.number
+    assert documents[0]["metric"]["value"] >= documents[1]["metric"]["value"]
+    for document in documents:
+        assert document["objective"] == "mlp" and document["study"] == STUDY
+        assert document["config"]["epochs"] == 2  # the fixed settings with the --set override
+        for key, value in document["params"].items():
+            assert document["config"][key] == value  # the searched values merged in
+        provenance = document["provenance"]
+        assert provenance["storage"] == study_storage
+        assert provenance["data_fingerprint"].startswith("sha256:")
+        assert provenance["versions"]["optuna"] == optuna.__version__
+
+
+def test_exported_yaml_round_trips(study_storage: str, tmp_path: Path) -> None:
+    (path,) = export_study(STUDY, study_storage, top=1, out=tmp_path)
+    document = yaml.safe_load(path.read_text())
+    config = get_objective(document["objective"]).make_config(document["config"])
+    assert config_to_dict(config) == document["config"]
+    assert load_exported(path).config == config
+
+
+def test_retrain_reproduces_the_trial_and_saves_loadable_weights(
+        study_storage: str, data_dir: Path, tmp_path: Path) -> None:
+    (path,) = export_study(STUDY, study_storage, top=1, out=tmp_path)
+    exported = load_exported(path)
+    run_dir, summary = retrain(exported, RetrainOptions(data_dir=data_dir, out=tmp_path / "runs",
+                                                        device="cpu", progress=False))
+    reproduction = summary["reproduction"]
+    assert reproduction["metric"] == "val_accuracy"
+    assert abs(reproduction["difference"]) < 1e-6, reproduction  # same seed, same CPU: exact
+    assert json.loads((run_dir / "summary.json").read_text())["seeds"] == [exported.config.seed]
+
+    # The saved weights give the recorded test accuracy in a freshly built model.
+    from safetensors.torch import load_file
+
+    from objectives.mlp import MLP
+
+    seed_dir = run_dir / f"seed{exported.config.seed}"
+    model = MLP(2, exported.config)
+    model.load_state_dict(load_file(seed_dir / "model.safetensors"))
+    model.eval()
+    data = load_euro(data_dir)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(make_features(data.x_test, "raw", None, None)))
+    accuracy = float((logits.argmax(1).numpy() == data.y_test).mean())
+    metrics = json.loads((seed_dir / "metrics.json").read_text())["metrics"]
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    assert {"batch_losses.npy", "decision_boundary.npz", "decision_boundary.png",
+            "loss_curves.png"} <= {p.name for p in seed_dir.iterdir()}
+
+
+def test_retrain_cli_over_seeds_on_train_plus_val(study_storage: str, data_dir: Path,
+                                                  tmp_path: Path) -> None:
+    (path,) = export_study(STUDY, study_storage, top=1, out=tmp_path)
+    document = yaml.safe_load(path.read_text())
+    document["config"]["epochs"] = 1
+    path.write_text(yaml.safe_dump(document))
+    done = subprocess.run(
+        [sys.executable, "-m", "search.retrain", str(path), "--seeds", "2", "--train-on",
+         "train+val", "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir),
+         "--device", "cpu", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "test_accuracy" in done.stdout and "NOT held-out" in done.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    seed = document["config"]["seed"]
+    assert summary["seeds"] == [seed, seed + 1]
+    assert summary["train_on"] == "train+val" and summary["reproduction"] is None
+    test = summary["metrics"]["test_accuracy"]
+    assert test["std"] == pytest.approx(np.std(test["values"], ddof=1))
+    assert sorted(p.name for p in run_dir.glob("seed*/model.safetensors")) == [
+        "model.safetensors"] * 2
+
+
+def test_unknown_study_is_a_clear_error(study_storage: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no study named 'nope'.*studies there: mlp_demo"):
+        export_study("nope", study_storage, out=tmp_path)
+
+
+def test_missing_storage_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no study storage at"):
+        export_study(STUDY, f"sqlite:///{tmp_path / 'absent.db'}", out=tmp_path)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_study_without_complete_trials_is_a_clear_error(storage_url: str, tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="empty", storage=storage_url)
+    study.set_user_attr("objective", "mlp")
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(ConfigError, match="'empty' has no complete trial \\(1 fail\\)"):
+        export_study("empty", storage_url, out=tmp_path)
+
+
+def test_config_for_an_unknown_objective_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"objective": "nope", "config": {},
+                                    "metric": {"name": "val_accuracy"}}))
+    with pytest.raises(ConfigError, match="bad.yaml: unknown objective 'nope'; known"):
+        load_exported(path)
+
+
+def test_config_missing_a_key_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"objective": "mlp", "metric": {"name": "val_accuracy"}}))
+    with pytest.raises(ConfigError, match="bad.yaml: missing key 'config'"):
+        load_exported(path)
+
+
+def test_config_with_an_unknown_setting_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"objective": "mlp", "config": {"depht": 3},
+                                    "metric": {"name": "val_accuracy"}}))
+    with pytest.raises(ConfigError, match="unknown config key 'depht'"):
+        load_exported(path)
+
+
+def test_cli_bad_input_prints_one_line_and_exits_1(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "search.retrain", str(tmp_path / "nope.yaml")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: config file") and "Traceback" not in done.stderr
+
+
+def test_save_weights_for_sklearn_and_xgboost_models(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+    from sklearn.linear_model import LogisticRegression
+    from xgboost import XGBClassifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), np.arange(40) % 2
+    probe = LogisticRegression().fit(x, y)
+    path = save_weights(probe, tmp_path / "probe")
+    assert np.allclose(load_file(path)["coef"], probe.coef_)
+    booster = XGBClassifier(n_estimators=2, max_depth=2).fit(x, y)
+    path = save_weights(booster, tmp_path / "xgb")
+    again = XGBClassifier()
+    again.load_model(path)
+    assert np.array_equal(again.predict(x), booster.predict(x))
+    with pytest.raises(TypeError, match="cannot save weights"):
+        save_weights(object(), tmp_path / "other")
