@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ def print_study_list() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command = shlex.join(["python", "-m", "search.run",
+                               *(sys.argv[1:] if argv is None else argv)])
     try:
         if args.list:
             print_study_list()
@@ -101,7 +104,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         n_trials=args.trials if args.trials is not None else spec.trials, data_dir=data_dir,
         storage_url=args.storage, jobs=args.jobs, timeout=args.timeout, device=args.device,
         seed=args.seed, artifact_dir=args.artifact_dir, study_name=args.study_name,
-        threads=args.threads, progress=not args.no_progress)
+        threads=args.threads, progress=not args.no_progress, command=args.command)
     _check_data(spec.objective, data_dir)
     print(f"study {options.study_name or spec.name}: objective {spec.objective}, "
           f"{spec.direction} {spec.metric}, sampler {spec.sampler.name}, pruner {spec.pruner.name}")

@@ -56,8 +56,7 @@ class RunOptions:
     threads: int | None = None
     cache_dir: Path = Path(".cache")
     progress: bool = True
-    command: str = field(default_factory=lambda: shlex.join([Path(sys.executable).name,
-                                                             *sys.argv]))
+    command: str = field(default_factory=lambda: shlex.join(["python", *sys.argv]))
 
 
 @dataclass(frozen=True)
