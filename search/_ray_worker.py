@@ -108,8 +108,13 @@ def run_trial(config: dict[str, Any], setup: WorkerSetup, data: list[Any]) -> No
             storage.set_trial_user_attr(trial_id, "traceback", traceback.format_exc()[-4000:])
         state = TrialState.FAIL
     except BaseException:  # Tune stopped the trial inside tune.report (SystemExit)
-        storage.set_trial_user_attr(trial_id, "pruned_reason", HARD_STOP_REASON)
-        study.tell(trial, state=TrialState.PRUNED)
+        if STOP_ATTR in storage.get_trial_system_attrs(trial_id):
+            storage.set_trial_user_attr(trial_id, "pruned_reason", HARD_STOP_REASON)
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            storage.set_trial_user_attr(trial_id, "error", "interrupted: Ray stopped the "
+                                        "trial before it ended")
+            study.tell(trial, state=TrialState.FAIL)
         raise
     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
 

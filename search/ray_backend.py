@@ -29,6 +29,8 @@ SCHEDULERS = ("asha", "none")
 # Tune's per-trial loggers (CSV, JSON, TensorBoard files) cost time and duplicate the storage.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no experiment table
+# Ctrl-C raises KeyboardInterrupt at once (Tune's own handler waits for trials to stop).
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 
 @dataclass(frozen=True)
@@ -121,19 +123,19 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
     start = time.perf_counter()
     progress = _Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
     stopped_by = "trials" if n_trials else "grid"
-    started_ray = False
+    connected = False
     tune_dir = Path(tempfile.mkdtemp(prefix="hpsearch-tune-"))
     try:
         if n_trials:
-            started_ray = _init_ray(ray, ray_options)
+            connected = _init_ray(ray, ray_options)
             stopped_by = _fit(spec, options, ray_options, settings, study, study_name, run_id,
                               n_trials, device, artifact_dir, tune_dir, progress)
     except KeyboardInterrupt:
         stopped_by = "interrupt"
     finally:
         progress.close()
-        if started_ray:
-            ray.shutdown()  # ends the workers, so none writes after the sweep below
+        if connected:
+            ray.shutdown()  # ends this run's workers, so none writes after the sweep below
         fail_running_trials(study, run_id)
         shutil.rmtree(tune_dir, ignore_errors=True)
     return _summarise(study, run_id, artifact_dir, options.storage_url,
@@ -152,7 +154,7 @@ def _worker_device(device: str, gpus_per_trial: float) -> str:
 
 
 def _init_ray(ray: Any, ray_options: RayOptions) -> bool:
-    """Connect to the cluster, or start a local Ray; True when this run started it."""
+    """Connect to the cluster, or start a local Ray; True when this call did either."""
     if ray.is_initialized():
         return False
     logging.getLogger("ray").setLevel(logging.WARNING)
@@ -164,7 +166,7 @@ def _init_ray(ray: Any, ray_options: RayOptions) -> bool:
         modules = [str(Path(m.__file__).parent) for m in (objectives, search)]
         ray.init(address=ray_options.address, runtime_env={"py_modules": modules},
                  logging_level=logging.WARNING)
-        return False
+        return True
     ray.init(num_cpus=ray_options.num_cpus, include_dashboard=False,
              logging_level=logging.WARNING, configure_logging=True)
     return True
