@@ -12,6 +12,7 @@ ends as PRUNED with all its intermediate values, like a pruned local trial.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +39,13 @@ class OptunaAskSearcher(Searcher):
         run_id: Stored on each trial as the ``run_id`` user attribute.
         n_trials: Trials to create before answering ``FINISHED``.
         on_done: Called with ``(number, state name, value)`` when a trial ends.
+        deadline: ``time.time()`` after which no trial starts (running ones finish, as with
+            the local backend's ``--timeout``).
     """
 
     def __init__(self, study: optuna.Study, spec: StudySpec, run_id: str, n_trials: int,
-                 on_done: Callable[[int, str, float | None], None]):
+                 on_done: Callable[[int, str, float | None], None],
+                 deadline: float | None = None):
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize"
                          else "min")
         self.study = study
@@ -51,10 +55,15 @@ class OptunaAskSearcher(Searcher):
         self.on_done = on_done
         self.asked = 0
         self.optuna_ids: dict[str, int] = {}
+        self.deadline = deadline
+        self.timed_out = False
         self.error: str | None = None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.error is not None or self.asked >= self.n_trials or self._grid_exhausted():
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.timed_out = True
+        if (self.error is not None or self.timed_out or self.asked >= self.n_trials
+                or self._grid_exhausted()):
             return Searcher.FINISHED
         trial = self.study.ask()
         trial.set_user_attr("run_id", self.run_id)

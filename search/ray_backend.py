@@ -201,7 +201,9 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
     def on_done(number: int, state: str, value: float | None) -> None:
         progress.handle(("trial", {"number": number, "state": state, "value": value}))
 
-    searcher = OptunaAskSearcher(study, spec, run_id, n_trials, on_done)
+    searcher = OptunaAskSearcher(study, spec, run_id, n_trials, on_done,
+                                 deadline=time.time() + options.timeout if options.timeout
+                                 else None)
     scheduler = None
     if use_asha:
         asha = {k: settings[k] for k in ASHA_KEYS if k in settings}
@@ -215,7 +217,7 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=searcher.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=n_trials, max_concurrent_trials=ray_options.max_concurrent,
-            reuse_actors=True, time_budget_s=options.timeout),
+            reuse_actors=True),
         run_config=tune.RunConfig(name=f"{study_name}-{run_id}", storage_path=str(tune_dir),
                                   verbose=0, log_to_file=False))
     # Without the per-trial logger files, the result grid warns once per trial; we keep
@@ -225,7 +227,7 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
     if searcher.error is not None:
         progress.error = searcher.error
         return f"error: {searcher.error}"
-    if options.timeout and searcher.asked < n_trials:
+    if searcher.timed_out:
         return "timeout"
     if spec.is_grid and searcher.asked < n_trials:
         return "grid"
@@ -237,7 +239,7 @@ def _put_data(ray: Any, spec: StudySpec, data_dir: Path) -> list[Any]:
     objective's loader has no preload hook (its workers read the files themselves)."""
     from objectives import get_objective
 
-    if get_objective(spec.objective).dataset != "euro" or spec.objective == "toy":
+    if get_objective(spec.objective).dataset != "euro":
         return []
     from objectives.euro_data import load_euro
 

@@ -91,6 +91,9 @@ def test_asha_stopped_trials_are_pruned_with_their_curves(local_ray, storage_url
         assert "curve.npy" in trial.user_attrs["artifacts"]  # it ended cleanly, not killed
     for trial in complete:
         assert sorted(trial.intermediate_values) == list(range(6))
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    overlaps = [b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)]
+    assert any(overlaps), "no two trials ran at the same time"
 
 
 def test_failing_and_killed_trials_are_fail_and_the_run_goes_on(local_ray, storage_url,
