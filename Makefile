@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 TORCH_PINS = torch==2.14.1 torchvision==0.29.1
 DATA_DIR ?= $(if $(HPSEARCH_DATA),$(HPSEARCH_DATA),data)
 
-.PHONY: setup setup-dev demo dashboard test lint bench
+.PHONY: setup setup-dev demo dashboard test lint bench bench-ray
 
 setup:
 	$(PIP) install -q $(TORCH_PINS)
@@ -34,3 +34,7 @@ lint:
 
 bench:
 	$(PYTHON) benchmarks/mlp_loop.py
+
+# Ray backend vs local backend vs Ray's plain OptunaSearch+ASHA (overhead per trial, wall time).
+bench-ray:
+	$(PYTHON) benchmarks/ray_overhead.py --data-dir $(DATA_DIR)

@@ -29,6 +29,7 @@ OBJECTIVES: dict[str, str] = {
     "resnet": "objectives.resnet",
     "sklearn_probe": "objectives.sklearn_probe",
     "xgboost": "objectives.xgboost_pixels",
+    "toy": "objectives.toy",
 }
 
 

@@ -60,9 +60,23 @@ def euro_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "euro"
 
 
-@functools.lru_cache(maxsize=4)
+_PRELOADED: dict[Path, EuroData] = {}
+
+
+def preload_euro(data_dir: Path, data: EuroData) -> None:
+    """Make ``load_euro(data_dir)`` return ``data`` in this process without reading the CSVs
+    (a runner that ships the arrays to its workers, such as the Ray backend, calls this)."""
+    _PRELOADED[Path(data_dir)] = data
+
+
 def load_euro(data_dir: Path) -> EuroData:
     """Read and check the three CSVs under ``data_dir/euro`` (cached per process)."""
+    preloaded = _PRELOADED.get(Path(data_dir))
+    return preloaded if preloaded is not None else _read_euro(Path(data_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_euro(data_dir: Path) -> EuroData:
     folder = euro_dir(data_dir)
     if not folder.is_dir():
         raise DataError(

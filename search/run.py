@@ -50,8 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "successive_halving, hyperband)")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: 1 for "
                         "MLPs or several jobs, else the cores)")
-    parser.add_argument("--backend", choices=["local"], default="local",
-                        help="where trials run (default local processes)")
+    parser.add_argument("--backend", choices=["local", "ray"], default="local",
+                        help="where trials run: local processes (default) or Ray Tune")
+    ray_group = parser.add_argument_group("Ray backend (--backend ray)")
+    ray_group.add_argument("--ray-address", help="join this Ray cluster (default: start a "
+                           "local Ray for the run)")
+    ray_group.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray (default all)")
+    ray_group.add_argument("--cpus-per-trial", type=float, default=1.0,
+                           help="CPUs each trial reserves (default 1)")
+    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0,
+                           help="GPUs each trial reserves; fractions share a GPU (default 0)")
+    ray_group.add_argument("--max-concurrent", type=int,
+                           help="most trials at once (default: what the resources hold)")
+    ray_group.add_argument("--scheduler", choices=["asha", "none"],
+                           help="early stopping: ASHA (default) or none (the study's pruner)")
+    ray_group.add_argument("--asha-grace-period", type=int,
+                           help="ASHA: steps before a trial can be stopped")
+    ray_group.add_argument("--asha-reduction-factor", type=float,
+                           help="ASHA: keep the best 1/FACTOR at each rung")
+    ray_group.add_argument("--asha-max-t", type=int,
+                           help="ASHA: the largest step budget (default: the study's epochs)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -109,9 +127,16 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"study {options.study_name or spec.name}: objective {spec.objective}, "
           f"{spec.direction} {spec.metric}, sampler {spec.sampler.name}, pruner {spec.pruner.name}")
     print(f"fixed: {dict(spec.fixed)}")
+    where = ("Ray " + (args.ray_address or "(local)") if args.backend == "ray"
+             else f"{options.jobs} job(s)")
     print(f"storage {options.storage_url}, data {data_dir}, {options.n_trials} trial(s), "
-          f"{options.jobs} job(s)")
-    summary = run_study(spec, options)
+          f"{where}")
+    if args.backend == "ray":
+        from search.ray_backend import run_study_ray
+
+        summary = run_study_ray(spec, options, _ray_options(args))
+    else:
+        summary = run_study(spec, options)
     print(f"added {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed "
           f"trial(s) in {summary.seconds:.1f}s (stopped by {summary.stopped_by})")
     if summary.best_number is not None:
@@ -123,6 +148,18 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(summary.stopped_by, file=sys.stderr)
         return 1
     return 130 if summary.stopped_by == "interrupt" else 0
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    from search.ray_backend import RayOptions
+
+    scheduler = {key: value for key, value in (
+        ("name", args.scheduler), ("grace_period", args.asha_grace_period),
+        ("reduction_factor", args.asha_reduction_factor), ("max_t", args.asha_max_t))
+        if value is not None}
+    return RayOptions(address=args.ray_address, num_cpus=args.ray_cpus,
+                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                      max_concurrent=args.max_concurrent, scheduler=scheduler)
 
 
 def _check_data(objective: str, data_dir: Path) -> None:

@@ -113,6 +113,8 @@ class TrialRunner:
     would hit) is re-raised so the run stops instead of failing trial after trial.
     """
 
+    reporter_cls: type[TrialReporter] = TrialReporter  # the Ray backend reports to Tune too
+
     def __init__(self, spec: StudySpec, runtime: Runtime, artifact_dir: Path, run_id: str):
         self.spec = spec
         self.runtime = runtime
@@ -130,7 +132,7 @@ class TrialRunner:
         trial.set_user_attr("provenance", provenance(
             device=self.runtime.device, seed=getattr(config, "seed", None),
             data_folder=self.runtime.data_dir / self.objective.dataset))
-        reporter = TrialReporter(trial, self.spec.metric, self.artifact_store)
+        reporter = self.reporter_cls(trial, self.spec.metric, self.artifact_store)
         start = time.perf_counter()
         try:
             metrics = self.objective.run(config, reporter, self.runtime)

@@ -1,0 +1,128 @@
+"""Driver-side Ray Tune parts: Optuna ask as a Tune searcher, and a cooperative ASHA.
+
+``OptunaAskSearcher`` creates each Tune trial's Optuna trial in the shared storage and draws
+its parameters with the study's own sampler (so local and Ray runs mix in one study). Workers
+tell Optuna how their trial ended; ``on_trial_complete`` only sweeps what a dead worker left
+RUNNING, and reports each finished trial to the progress bar.
+
+``CooperativeASHA`` is Ray's ASHA whose STOP decisions are passed to the trial through the
+storage instead of killing the trainable, so a stopped trial still saves its artifacts and
+ends as PRUNED with all its intermediate values, like a pruned local trial.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from search._ray_worker import HPSEARCH_ERROR_ATTR, STOP_ATTR, TRIAL_ID_KEY
+from search.spec import StudySpec
+from search.trial import suggest_values
+
+DIED_ERROR = ("worker died: the Ray worker running this trial ended (killed, out of memory "
+              "or lost node) before the trial did")
+HARD_STOP_AFTER = 3  # results a stopped trial may still report before Tune stops it by force
+
+
+class OptunaAskSearcher(Searcher):
+    """A Tune searcher that asks the Optuna study for each trial.
+
+    Args:
+        study: The study, loaded in the driver with its sampler.
+        spec: The study file (its space or grid).
+        run_id: Stored on each trial as the ``run_id`` user attribute.
+        n_trials: Trials to create before answering ``FINISHED``.
+        on_done: Called with ``(number, state name, value)`` when a trial ends.
+        deadline: ``time.time()`` after which no trial starts (running ones finish, as with
+            the local backend's ``--timeout``).
+    """
+
+    def __init__(self, study: optuna.Study, spec: StudySpec, run_id: str, n_trials: int,
+                 on_done: Callable[[int, str, float | None], None],
+                 deadline: float | None = None):
+        super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize"
+                         else "min")
+        self.study = study
+        self.spec = spec
+        self.run_id = run_id
+        self.n_trials = n_trials
+        self.on_done = on_done
+        self.asked = 0
+        self.optuna_ids: dict[str, int] = {}
+        self.deadline = deadline
+        self.timed_out = False
+        self.error: str | None = None
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.timed_out = True
+        if (self.error is not None or self.timed_out or self.asked >= self.n_trials
+                or self._grid_exhausted()):
+            return Searcher.FINISHED
+        trial = self.study.ask()
+        trial.set_user_attr("run_id", self.run_id)
+        params = suggest_values(trial, self.spec)
+        self.asked += 1
+        self.optuna_ids[trial_id] = trial._trial_id
+        return {TRIAL_ID_KEY: trial._trial_id, "number": trial.number, **params}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        optuna_id = self.optuna_ids.pop(trial_id, None)
+        if optuna_id is None:
+            return
+        storage = self.study._storage
+        trial = storage.get_trial(optuna_id)
+        if trial.state == TrialState.RUNNING:  # the worker died before it could tell Optuna
+            storage.set_trial_user_attr(optuna_id, "error", DIED_ERROR)
+            storage.set_trial_state_values(optuna_id, TrialState.FAIL)
+            trial = storage.get_trial(optuna_id)
+        message = trial.system_attrs.get(HPSEARCH_ERROR_ATTR)
+        if message is not None and self.error is None:
+            self.error = str(message)
+        self.on_done(trial.number, trial.state.name, trial.value)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the Optuna storage is the searcher's state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: the Optuna storage is the searcher's state."""
+
+    def _grid_exhausted(self) -> bool:
+        sampler = self.study.sampler
+        return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(
+            self.study)
+
+
+class CooperativeASHA(AsyncHyperBandScheduler):
+    """ASHA that asks a trial to stop (through the Optuna storage) instead of killing it.
+
+    A STOP decision sets the ``STOP_ATTR`` system attribute on the trial's Optuna trial and
+    returns CONTINUE; the worker's pruner sees it at the objective's next ``should_stop``.
+    A trial that keeps reporting ``HARD_STOP_AFTER`` more results is stopped by Tune.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, **asha: Any):
+        super().__init__(**{"stop_last_trials": False, **asha})
+        self.storage = storage
+        self.asked_to_stop: dict[str, int] = {}
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if trial.trial_id in self.asked_to_stop:
+            self.asked_to_stop[trial.trial_id] += 1
+            if self.asked_to_stop[trial.trial_id] > HARD_STOP_AFTER:
+                return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision != TrialScheduler.STOP:
+            return decision
+        self.asked_to_stop[trial.trial_id] = 0
+        self.storage.set_trial_system_attr(int(trial.config[TRIAL_ID_KEY]), STOP_ATTR,
+                                           int(result.get("step", -1)))
+        return TrialScheduler.CONTINUE

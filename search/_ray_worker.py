@@ -1,0 +1,160 @@
+"""The Ray Tune trainable: one Optuna trial, run in a Ray worker by the local backend's code.
+
+The driver has already created the Optuna trial and drawn its parameters (``ask`` plus the
+study's sampler); the worker opens it with ``optuna.Trial(study, trial_id)`` on the same
+storage and runs ``TrialRunner`` on it, so a Ray trial records exactly what a local one does.
+``TuneTrialReporter`` also hands each step's metric to ``tune.report`` for the scheduler.
+
+The scheduler never kills a trial (a killed function cannot save its artifacts): when it
+decides to stop one, the driver sets the ``STOP_ATTR`` system attribute on the Optuna trial,
+and ``SchedulerStopPruner`` turns that into ``should_stop() == True`` at the objective's
+next step, which then ends the way a pruned local trial does. Each worker process keeps its
+study, its ``TrialRunner`` and the run's data between trials (Tune reuses the actors).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives.errors import HPSearchError
+from objectives.runtime import Runtime
+from search.spec import StudySpec
+from search.storage import open_storage
+from search.trial import TrialReporter, TrialRunner
+
+TRIAL_ID_KEY = "optuna_trial_id"  # the Tune config key holding the Optuna trial id
+STOP_ATTR = "ray_scheduler_stop"  # system attr: the step at which the scheduler stopped it
+HPSEARCH_ERROR_ATTR = "hpsearch_error"  # system attr: bad input that ends the whole run
+HARD_STOP_REASON = "stopped by the Ray scheduler (the objective ignored should_stop)"
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every trial of a run needs in its worker (sent to the object store once)."""
+
+    spec: StudySpec
+    study_name: str
+    storage_url: str
+    artifact_dir: Path
+    data_dir: Path
+    device: str
+    threads: int
+    cache_dir: Path
+    run_id: str
+    use_study_pruner: bool  # True when no Ray scheduler prunes (the study's pruner acts)
+
+
+class SchedulerStopPruner(optuna.pruners.BasePruner):
+    """Prune when the driver has marked the trial as stopped by the Ray scheduler, or when
+    ``inner`` (the study's own pruner, or none) says so."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner):
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return STOP_ATTR in trial.system_attrs or self.inner.prune(study, trial)
+
+
+class TuneTrialReporter(TrialReporter):
+    """The local ``TrialReporter`` that also reports each step's study metric to Ray Tune."""
+
+    def report(self, step: int, metrics: Any) -> None:
+        from ray import tune
+
+        super().report(step, metrics)
+        value = metrics.get(self.metric)
+        value = float(value) if value is not None else math.nan
+        tune.report({self.metric: value if math.isfinite(value) else math.nan, "step": step})
+
+
+class _TuneTrialRunner(TrialRunner):
+    reporter_cls = TuneTrialReporter
+
+
+_PROCESS: dict[str, Any] = {}  # this worker process's study, runner and data, per run
+
+
+def run_trial(config: dict[str, Any], setup: WorkerSetup, data: list[Any]) -> None:
+    """Tune's function trainable: run the Optuna trial ``config[TRIAL_ID_KEY]`` to its end.
+
+    ``data`` holds at most one object ref to the run's loaded data set (a list, so Tune does
+    not fetch it for every trial). The trial ends as COMPLETE, PRUNED or FAIL in Optuna
+    here; only a process that dies leaves it to the driver to mark as FAIL.
+    """
+    study, runner = _prepare(setup, data)
+    trial_id = int(config[TRIAL_ID_KEY])
+    trial = optuna.Trial(study, trial_id)
+    storage = study._storage
+    value: float | None = None
+    try:
+        value = runner(trial)
+        state = TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except HPSearchError as exc:
+        storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+        storage.set_trial_system_attr(trial_id, HPSEARCH_ERROR_ATTR, str(exc))
+        state = TrialState.FAIL
+    except Exception as exc:
+        if "error" not in storage.get_trial_user_attrs(trial_id):
+            storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+            storage.set_trial_user_attr(trial_id, "traceback", traceback.format_exc()[-4000:])
+        state = TrialState.FAIL
+    except BaseException:  # Tune stopped the trial inside tune.report (SystemExit)
+        if STOP_ATTR in storage.get_trial_system_attrs(trial_id):
+            storage.set_trial_user_attr(trial_id, "pruned_reason", HARD_STOP_REASON)
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            storage.set_trial_user_attr(trial_id, "error", "interrupted: Ray stopped the "
+                                        "trial before it ended")
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+
+
+def _prepare(setup: WorkerSetup, data: list[Any]) -> tuple[optuna.Study, TrialRunner]:
+    """This process's study and runner for the run (made at its first trial)."""
+    cached = _PROCESS.get(setup.run_id)
+    if cached is not None:
+        return cached
+    import torch
+
+    torch.set_num_threads(setup.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if data:
+        _preload(setup, data[0])
+    from search.components import make_pruner
+
+    inner = make_pruner(setup.spec) if setup.use_study_pruner else optuna.pruners.NopPruner()
+    # The driver's sampler already drew every parameter; this one only has to be cheap.
+    study = optuna.load_study(study_name=setup.study_name, storage=open_storage(setup.storage_url),
+                              sampler=optuna.samplers.RandomSampler(),
+                              pruner=SchedulerStopPruner(inner))
+    runtime = Runtime(data_dir=setup.data_dir, device=setup.device, cache_dir=setup.cache_dir)
+    runner = _TuneTrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id)
+    _PROCESS.clear()  # a reused process keeps only the current run
+    _PROCESS[setup.run_id] = (study, runner)
+    return study, runner
+
+
+def _preload(setup: WorkerSetup, ref: Any) -> None:
+    """Hand the run's data (from the object store) to the objective's loader in this process."""
+    import dataclasses
+
+    import numpy as np
+    import ray
+
+    from objectives.euro_data import preload_euro
+
+    data = ray.get(ref)
+    # Object-store arrays are read-only; torch.from_numpy warns on those, so copy them once.
+    copies = {f.name: np.array(getattr(data, f.name)) for f in dataclasses.fields(data)
+              if isinstance(getattr(data, f.name), np.ndarray)}
+    preload_euro(setup.data_dir, dataclasses.replace(data, **copies))

@@ -1,0 +1,156 @@
+"""The Ray Tune backend on a local Ray with 2 CPUs: records, pruning, faults, mixing backends.
+
+These start real Ray clusters (about 10-30 s each on a busy 2-core machine); CI runs them.
+The in-process tests share one local Ray; the CLI tests start their own, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray  # the optional "ray" extra; CI installs it (make setup), so these tests always run
+from optuna.trial import TrialState
+
+from search.ray_backend import RayOptions, run_study_ray
+from search.runner import RunOptions, run_study
+from search.spec import load_study_spec
+
+REPO = Path(__file__).resolve().parent.parent
+STUDIES = Path(__file__).resolve().parent / "studies"
+RAY_2_CPUS = RayOptions(num_cpus=2, max_concurrent=2)
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray with 2 CPUs for this module's in-process tests."""
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}})
+    yield
+    ray.shutdown()
+
+
+def _options(storage_url: str, data_dir: Path, n: int, **kwargs) -> RunOptions:
+    return RunOptions(n_trials=n, data_dir=data_dir, storage_url=storage_url, seed=0,
+                      progress=False, device="cpu", **kwargs)
+
+
+def _trials(storage_url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage_url).trials
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "search.run", *args]
+
+
+def test_cli_runs_a_short_mlp_study_on_ray(storage_url, data_dir, tmp_path):
+    out = subprocess.run(
+        _cli("--study", "mlp_demo", "--trials", "3", "--backend", "ray", "--ray-cpus", "2",
+             "--storage", storage_url, "--data-dir", str(data_dir), "--seed", "0",
+             "--set", "epochs=3", "--set", "train_fraction=0.02", "--no-progress"),
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "stopped by trials" in out.stdout
+    trials = _trials(storage_url, "mlp_demo")
+    assert len(trials) == 3
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "studies-artifacts"))
+    for trial in trials:
+        epochs = len(trial.user_attrs["history"]["val_accuracy"])
+        assert sorted(trial.intermediate_values) == list(range(epochs))
+        assert trial.user_attrs["config"]["epochs"] == 3
+        assert set(trial.user_attrs["metrics"]) >= {"val_accuracy", "test_accuracy"}
+        assert trial.user_attrs["provenance"]["data_fingerprint"].startswith("sha256:")
+        assert set(trial.user_attrs["artifacts"]) == {"batch_losses.npy",
+                                                      "decision_boundary.npz"}
+        with store.open_reader(trial.user_attrs["artifacts"]["batch_losses.npy"]) as f:
+            assert f.read(6) == b"\x93NUMPY"
+        assert trial.user_attrs["run_id"]
+
+
+def test_asha_stopped_trials_are_pruned_with_their_curves(local_ray, storage_url, data_dir):
+    spec = load_study_spec(STUDIES / "toy_asha.yaml")
+    summary = run_study_ray(spec, _options(storage_url, data_dir, 8), RAY_2_CPUS)
+    trials = _trials(storage_url, spec.name)
+    assert len(trials) == 8 and summary.stopped_by == "trials"
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete and len(pruned) + len(complete) == 8
+    for trial in pruned:
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(len(steps))) and 1 <= len(steps) < 6
+        assert trial.value == trial.intermediate_values[steps[-1]]
+        assert trial.user_attrs["pruned_reason"] == "stopped early by the pruner"
+        assert "curve.npy" in trial.user_attrs["artifacts"]  # it ended cleanly, not killed
+    for trial in complete:
+        assert sorted(trial.intermediate_values) == list(range(6))
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    overlaps = [b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)]
+    assert any(overlaps), "no two trials ran at the same time"
+
+
+def test_failing_and_killed_trials_are_fail_and_the_run_goes_on(local_ray, storage_url,
+                                                                 data_dir):
+    spec = load_study_spec(STUDIES / "toy_faults.yaml")
+    summary = run_study_ray(spec, _options(storage_url, data_dir, 4), RAY_2_CPUS)
+    by_x = {t.params["x"]: t for t in _trials(storage_url, spec.name)}
+    assert sorted(by_x) == [0.0, 1.0, 2.5, 3.5]
+    assert by_x[0.0].state == by_x[1.0].state == TrialState.COMPLETE
+    assert by_x[3.5].state == TrialState.FAIL
+    assert by_x[3.5].user_attrs["error"].startswith("RuntimeError: toy objective told to fail")
+    assert by_x[2.5].state == TrialState.FAIL  # its worker process was killed
+    assert by_x[2.5].user_attrs["error"].startswith("worker died")
+    assert (summary.complete, summary.failed) == (2, 2)
+
+
+def test_a_study_moves_between_local_and_ray(local_ray, storage_url, data_dir):
+    spec = load_study_spec(STUDIES / "toy_mixed.yaml")
+    run_study(spec, _options(storage_url, data_dir, 2))
+    run_study_ray(spec, _options(storage_url, data_dir, 3), RAY_2_CPUS)
+    run_study(spec, _options(storage_url, data_dir, 2))
+    trials = _trials(storage_url, spec.name)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 7
+    assert len({t.user_attrs["run_id"] for t in trials}) == 3
+    keys = {frozenset(t.user_attrs) for t in trials}
+    assert len(keys) == 1  # Ray trials record exactly the attributes local ones do
+
+
+def test_ctrl_c_leaves_no_running_trial(storage_url, data_dir, tmp_path):
+    spec_file = tmp_path / "slow.yaml"
+    spec_file.write_text((STUDIES / "toy_mixed.yaml").read_text().replace(
+        "fixed: {steps: 4}", "fixed: {steps: 100, sleep_s: 0.2}"))
+    proc = subprocess.Popen(
+        _cli("--study", str(spec_file), "--trials", "4", "--backend", "ray", "--ray-cpus", "2",
+             "--storage", storage_url, "--data-dir", str(data_dir), "--no-progress"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not _has_running(storage_url, "slow"):
+            time.sleep(1)
+        assert _has_running(storage_url, "slow"), "no trial started within 180 s"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, output[-3000:]
+    trials = _trials(storage_url, "slow")
+    assert trials and all(t.state != TrialState.RUNNING for t in trials)
+    assert any(t.state == TrialState.FAIL and t.user_attrs["error"].startswith("interrupted")
+               for t in trials)
+
+
+def _has_running(storage_url: str, name: str) -> bool:
+    try:
+        trials = _trials(storage_url, name)
+    except KeyError:
+        return False
+    return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
