@@ -178,6 +178,10 @@ def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = N
     if not isinstance(fixed, dict):
         raise ConfigError(f"{where}: 'fixed' must be a mapping of config keys to values")
     objective.make_config(fixed, source=f"{where}: fixed")
+    if fixed.get("train_on", "train") != "train":
+        raise ConfigError(f"{where}: 'train_on' must stay 'train' in a study: trials are chosen "
+                          "by validation metrics, which training on validation data would "
+                          "spoil; use search.retrain --train-on train+val for the final model")
 
     space = _parse_space(raw.get("space"), where)
     grid = _parse_grid(raw.get("grid"), where)
@@ -195,6 +199,9 @@ def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = N
                               f"{objective.name!r}; known keys: {', '.join(sorted(config_keys))}")
         if key in fixed:
             raise ConfigError(f"{where}: {key!r} is both fixed and searched; remove it from one")
+        if key == "train_on":
+            raise ConfigError(f"{where}: 'train_on' cannot be searched: selection must use "
+                              "held-out validation data")
     _check_searched_values(objective, fixed, space, grid, grid_points, where)
 
     is_grid = grid is not None or grid_points is not None

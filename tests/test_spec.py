@@ -66,6 +66,7 @@ def _parse(**changes):
     ({"pruner": "wizard"}, "unknown pruner 'wizard'"),
     ({"sampler": "grid"}, "'sampler' grid goes with"),
     ({"trials": 0}, "'trials' must be a positive integer"),
+    ({"fixed": {"train_on": "train+val"}}, "'train_on' must stay 'train'"),
 ])
 def test_invalid_study_file_is_rejected(changes, message):
     with pytest.raises(ConfigError, match=message):
