@@ -100,6 +100,7 @@ class StudySpec:
             raise ConfigError(f"{source}: {clash[0]!r} is searched by this study, so it cannot "
                               "be fixed with --set; edit the study file or copy it")
         get_objective(self.objective).make_config(merged, source=source)
+        _check_held_out(merged, source)
         changes: dict[str, Any] = {"fixed": merged}
         if sampler is not None:
             changes["sampler"] = _component(sampler, SAMPLERS, "--sampler", str(self.path))
@@ -178,10 +179,7 @@ def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = N
     if not isinstance(fixed, dict):
         raise ConfigError(f"{where}: 'fixed' must be a mapping of config keys to values")
     objective.make_config(fixed, source=f"{where}: fixed")
-    if fixed.get("train_on", "train") != "train":
-        raise ConfigError(f"{where}: 'train_on' must stay 'train' in a study: trials are chosen "
-                          "by validation metrics, which training on validation data would "
-                          "spoil; use search.retrain --train-on train+val for the final model")
+    _check_held_out(fixed, where)
 
     space = _parse_space(raw.get("space"), where)
     grid = _parse_grid(raw.get("grid"), where)
@@ -223,6 +221,13 @@ def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = N
         space=space, grid=grid, grid_points=grid_points, sampler=sampler, pruner=pruner,
         trials=trials, scheduler=dict(scheduler), path=path,
     )
+
+
+def _check_held_out(fixed: Mapping[str, Any], where: str) -> None:
+    if fixed.get("train_on", "train") != "train":
+        raise ConfigError(f"{where}: 'train_on' must stay 'train' in a study: trials are chosen "
+                          "by validation metrics, which training on validation data would "
+                          "spoil; use search.retrain --train-on train+val for the final model")
 
 
 def _config_keys(objective: Any) -> list[str]:
