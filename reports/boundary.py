@@ -84,9 +84,11 @@ def boundary_figure(maps: list[dict[str, np.ndarray]], titles: list[str], title:
                             range=[data["lats"][0], data["lats"][-1]], row=1, col=col)
     figure.update_layout(
         template=TEMPLATE, title={"text": title, "x": 0.01},
-        legend={"title": {"text": "country (region = predicted,<br>point = true test label)"},
-                "font": {"size": 10}, "itemsizing": "constant", "tracegroupgap": 0},
-        margin={"t": 80, "r": 10})
+        legend={"title": {"text": "country (region: predicted; point: true label of a test "
+                                  "point)", "side": "top"},
+                "font": {"size": 10}, "itemsizing": "constant", "orientation": "h",
+                "x": 0, "y": -0.1, "yanchor": "top", "entrywidth": 150},
+        margin={"t": 80, "r": 10, "b": 10})
     return figure
 
 

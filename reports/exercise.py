@@ -19,7 +19,13 @@ from plotly.subplots import make_subplots
 
 from reports.boundary import accuracy_on_map, boundary_figure
 from reports.data import StudyInfo, StudyStore, TrialInfo
-from reports.figure import SPLIT_COLORS, SPLIT_NAMES, MissingData, ReportFigure, styled
+from reports.figure import (
+    SPLIT_COLORS,
+    SPLIT_NAMES,
+    MissingData,
+    ReportFigure,
+    styled,
+)
 
 LINE_COLORS = qualitative.D3
 MAX_LINE_POINTS = 2000  # per-batch loss curves are averaged over windows down to this many
@@ -123,7 +129,7 @@ def figure_1(context: Context) -> list[ReportFigure]:
                            f"Figure 1: decision boundaries of the default MLP ({what})")
     return [ReportFigure("fig01_default_curves", "Figure 1: loss and accuracy per epoch", curves),
             ReportFigure("fig01_default_boundary", "Figure 1: decision boundaries", maps,
-                         height=750)]
+                         height=900)]
 
 
 # Figure 2 --------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ def figure_6(context: Context) -> list[ReportFigure]:
                                    "models (mlp_grid)")
     return [ReportFigure("fig06_grid_best_worst_loss", "Figure 6: best and worst loss", curves),
             ReportFigure("fig06_grid_best_worst_boundary", "Figure 6: best and worst boundaries",
-                         maps, width=1400, height=650)]
+                         maps, width=1400, height=850)]
 
 
 def accuracy_against(context: Context, key: str, fixed: dict[str, int], number: int,
@@ -307,14 +313,22 @@ def fix_label(trial: TrialInfo) -> str:
     return " + ".join(parts) if parts else "no fix"
 
 
+def _gradient_title(study: str, trial: TrialInfo) -> str:
+    """Panel title; names the layers whose gradient is exactly 0 (a log axis cannot show 0)."""
+    zero = [k.removeprefix("grad_sq_norm_layer") for k, v in trial.history.items()
+            if k.startswith("grad_sq_norm_layer") and v and max(v) == 0.0]
+    text = f"{fix_label(trial)}<br>({study} #{trial.number}, val acc {val_accuracy(trial):.3f})"
+    return text + (f"<br>gradient exactly 0: layer {', '.join(zero)}" if zero else "")
+
+
 def figure_9(context: Context) -> list[ReportFigure]:
-    panels = list(need(context, "mlp_deep_gradients").finished())
+    panels = [("mlp_deep_gradients", t) for t in need(context, "mlp_deep_gradients").finished()]
     fix = context.studies.get("mlp_deep_fix")
     if fix is not None:
-        panels += fix.finished()
-    titles = [f"{fix_label(t)} (#{t.number}, val acc {val_accuracy(t):.3f})" for t in panels]
+        panels += [("mlp_deep_fix", t) for t in fix.finished()]
+    titles = [_gradient_title(name, t) for name, t in panels]
     figure = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, shared_yaxes=True)
-    for col, trial in enumerate(panels, start=1):
+    for col, (_, trial) in enumerate(panels, start=1):
         keys = sorted((k for k in trial.history if k.startswith("grad_sq_norm_layer")),
                       key=lambda k: int(k.removeprefix("grad_sq_norm_layer")))
         for index, key in enumerate(keys):
@@ -324,13 +338,15 @@ def figure_9(context: Context) -> list[ReportFigure]:
                 x=epochs(values), y=values, mode="lines+markers", name=f"layer {layer}",
                 legendgroup=layer, showlegend=col == 1,
                 line={"color": LINE_COLORS[index % len(LINE_COLORS)]}), row=1, col=col)
+    figure.update_annotations(font_size=12)
     styled(figure, "Figure 9: mean squared gradient norm per epoch of Linear layers of the "
            "depth-100 net, before and after the fix", "epoch", "", "Linear layer")
     figure.update_yaxes(type="log", exponentformat="power")
     figure.update_yaxes(title_text="mean squared L2 norm of the weight gradient (log scale)",
                         row=1, col=1)
+    figure.update_layout(margin={"t": 140})
     return [ReportFigure("fig09_deep_gradients", "Figure 9: gradient norms of the deep net",
-                         figure, width=max(1000, 420 * len(panels)))]
+                         figure, width=max(1000, 420 * len(panels)), height=650)]
 
 
 # Figure 10 -------------------------------------------------------------------------------
@@ -347,7 +363,8 @@ def figure_10(context: Context) -> list[ReportFigure]:
                            "Figure 10: decision boundaries with raw and implicit-representation "
                            "inputs (mlp_implicit)")
     return [ReportFigure("fig10_implicit_boundary", "Figure 10: raw against implicit input",
-                         maps, width=1400 if len(present) > 1 else 1000, height=650)]
+                         maps, width=1400 if len(present) > 1 else 1000,
+                         height=850 if len(present) > 1 else 900)]
 
 
 EXERCISE_FIGURES = (

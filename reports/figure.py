@@ -32,6 +32,23 @@ class MissingData(Exception):
         self.reason = reason
 
 
+METRIC_LABELS = {"accuracy": "accuracy (fraction correct)", "loss": "cross-entropy loss"}
+
+
+def metric_label(name: str) -> str:
+    """``val_accuracy`` -> ``validation accuracy (fraction correct)``; others unchanged."""
+    split, _, kind = name.partition("_")
+    if split in SPLIT_NAMES and kind in METRIC_LABELS:
+        return f"{SPLIT_NAMES[split]} {METRIC_LABELS[kind]}"
+    return name
+
+
+def integer_epochs(figure: go.Figure, count: int) -> None:
+    """Whole-number ticks on the epoch axes of short runs (no "1.5" epochs)."""
+    if count <= 15:
+        figure.update_xaxes(dtick=1)
+
+
 def styled(figure: go.Figure, title: str, x_title: str, y_title: str,
            legend_title: str | None = None) -> go.Figure:
     """Apply the common template, title, axis titles and legend title."""
@@ -39,4 +56,7 @@ def styled(figure: go.Figure, title: str, x_title: str, y_title: str,
                          legend_title_text=legend_title, margin={"t": 70, "r": 20})
     figure.update_xaxes(title_text=x_title)
     figure.update_yaxes(title_text=y_title)
+    if x_title == "epoch":
+        integer_epochs(figure, max((len(t.x) for t in figure.data if t.x is not None),
+                                   default=0))
     return figure

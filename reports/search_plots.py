@@ -17,7 +17,7 @@ from optuna.visualization import (
 )
 
 from reports.data import StudyInfo, TrialInfo
-from reports.figure import ReportFigure, styled
+from reports.figure import ReportFigure, metric_label, styled
 
 TOP_TRIALS = 15
 STATE_STYLE = {"COMPLETE": ("#1f77b4", "solid"), "PRUNED": ("#d62728", "dash"),
@@ -30,7 +30,7 @@ def search_figures(study: optuna.Study, info: StudyInfo
     figures: list[ReportFigure] = []
     skipped: dict[str, str] = {}
     complete = info.complete()
-    metric = info.metric
+    metric = metric_label(info.metric)
     if not complete:
         skipped["optuna plots"] = "no complete trial yet"
     else:
@@ -41,7 +41,7 @@ def search_figures(study: optuna.Study, info: StudyInfo
                                "search_parallel", f"{info.name}: parallel coordinates", None,
                                None))
         figures.append(_optuna(plot_slice(study, target_name=metric), "search_slice",
-                               f"{info.name}: slice plot (each parameter against {metric})",
+                               f"{info.name}: slice plot (each parameter against {info.metric})",
                                None, metric, width=max(1000, 330 * len(_params(info)))))
         reason = _importance_blocker(info)
         if reason:
@@ -50,7 +50,8 @@ def search_figures(study: optuna.Study, info: StudyInfo
             figures.append(_optuna(plot_param_importances(study, target_name=metric),
                                    "search_importances",
                                    f"{info.name}: parameter importances ({_evaluator()})",
-                                   f"importance for {metric}", "parameter"))
+                                   f"importance for {info.metric} (normalised to sum 1)",
+                                   "parameter"))
     if any(t.intermediate for t in info.trials):
         figures.append(learning_curves(info))
     else:
@@ -114,7 +115,7 @@ def learning_curves(info: StudyInfo) -> ReportFigure:
                 legendgroup=trial.state, marker={"symbol": "x", "size": 9, "color": color},
                 hovertext=_hover(trial), hoverinfo="text"))
     styled(figure, f"{info.name}: learning curves ({info.metric} per epoch; pruned trials "
-           "dashed red, x where stopped)", "epoch", info.metric, "trial state")
+           "dashed red, x where stopped)", "epoch", metric_label(info.metric), "trial state")
     return ReportFigure("search_learning_curves", f"{info.name}: learning curves", figure)
 
 
@@ -131,7 +132,7 @@ def top_trials_table(info: StudyInfo, limit: int = TOP_TRIALS) -> ReportFigure:
     params = sorted({name for t in rows for name in t.params})
     extra = [m for m in ("test_accuracy", "test_loss") if any(m in t.metrics for t in rows)
              and m != info.metric]
-    header = ["rank", "trial", "state", info.metric, *params, *extra, "seconds"]
+    header = ["rank", "trial", "state", info.metric, *params, *extra, "seconds (run time)"]
     columns: list[list[str]] = [
         [str(i + 1) if t.state == "COMPLETE" else "-" for i, t in enumerate(rows)],
         [f"#{t.number}" for t in rows],
