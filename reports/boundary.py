@@ -60,9 +60,9 @@ def boundary_figure(maps: list[dict[str, np.ndarray]], titles: list[str], title:
         figure.add_trace(go.Heatmap(
             x=data["longs"], y=data["lats"], z=grid, zmin=-0.5, zmax=NUM_CLASSES - 0.5,
             colorscale=discrete_colorscale(), showscale=False, opacity=REGION_OPACITY,
-            customdata=np.array(COUNTRY_NAMES, dtype=object)[grid],
-            hovertemplate="long %{x:.2f}°, lat %{y:.2f}°<br>predicted %{customdata}"
-                          "<extra></extra>",
+            # class numbers, not names, in the hover: names would add 2 MB to every HTML file
+            hovertemplate="long %{x:.2f}°, lat %{y:.2f}°<br>predicted class %{z} "
+                          "(legend order, from 0)<extra></extra>",
             name="predicted region"), row=1, col=col)
         points, labels = data["test_points"], data["test_labels"].astype(int)
         predicted = data["test_predicted"].astype(int)
