@@ -5,9 +5,13 @@ several were run) and learning rate, marking each baseline's two best runs and t
 overall. Figure 12 shows five test images that the best trial (by test accuracy) classifies
 right and the worst classifies wrong, captioned with the label and both predictions.
 
-A trial's test predictions are read from, in order: an artifact ``test_predictions.npz``
-(arrays ``path``, ``label``, ``prob``) or ``test_predictions.json`` (a list of
-``{"path", "label", "prob"}`` or a dict of those three lists), else the user attribute
+The XGBoost study (``xgboost_defaults``) and the sklearn probe at the exercise's default C=1
+(``sklearn_probe``) join the table as rows without a learning rate, and join the pool from
+which figure 12 takes its best and worst model.
+
+A trial's test predictions are read from, in order: the artifact ``test_predictions.json``
+(``{"paths", "labels", "probs"}`` lists, as objectives/face_predictions.py writes it, or a list
+of ``{"path", "label", "prob"}``) or ``test_predictions.npz``, else the user attribute
 ``test_errors`` (the misclassified images only). ``prob`` is the predicted probability of
 "fake" (label 1); paths are relative to the ``faces/`` data folder.
 """
@@ -29,6 +33,8 @@ from reports.exercise import Context, ExerciseFigure, need
 from reports.figure import TEMPLATE, MissingData, ReportFigure
 
 FACES_STUDY = "cnn_modes"
+OTHER_BASELINES = ("xgboost_defaults", "sklearn_probe")  # rows without a learning rate
+NO_LR = "no learning rate"
 CLASS_NAMES = ("real", "fake")
 SHOWN_IMAGES = 5
 BEST_COLOR, WORST_COLOR = "#c7e9c0", "#fcbba1"
@@ -45,11 +51,27 @@ class Prediction(NamedTuple):
         return int(self.prob > 0.5)
 
 
-def baseline_name(trial: TrialInfo, with_backbone: bool) -> str:
+def baseline_name(trial: TrialInfo) -> str:
+    """``finetune (resnet18)``, ``XGBoost`` or ``sklearn probe (resnet18, C=1)``."""
+    objective = trial.user_attrs.get("objective", "")
+    backbone = trial.config.get("backbone")
+    if objective == "xgboost":
+        return "XGBoost (pixels)"
+    if objective == "sklearn_probe":
+        return f"sklearn probe ({backbone}, C={trial.config.get('C', '?'):g})"
     name = str(trial.config.get("mode", trial.params.get("mode", "?")))
-    if with_backbone and trial.config.get("backbone"):
-        name += f" ({trial.config['backbone']})"
-    return name
+    return f"{name} ({backbone})" if backbone else name
+
+
+def other_trials(context: Context) -> list[TrialInfo]:
+    """XGBoost trials and the sklearn probe at C=1 (LogisticRegression's default)."""
+    found = []
+    for name in OTHER_BASELINES:
+        study = context.studies.get(name)
+        for trial in study.complete() if study else []:
+            if name != "sklearn_probe" or trial.config.get("C") == 1.0:
+                found.append(trial)
+    return found
 
 
 def test_accuracy(trial: TrialInfo) -> float:
@@ -57,28 +79,32 @@ def test_accuracy(trial: TrialInfo) -> float:
 
 
 # Figure 11 -------------------------------------------------------------------------------
-def accuracy_table(study: StudyInfo) -> tuple[list[str], list[float], dict[tuple[str, float],
-                                                                             TrialInfo]]:
-    """(baselines, learning rates high to low, {(baseline, lr): trial})."""
+def accuracy_table(study: StudyInfo, others: list[TrialInfo]
+                   ) -> tuple[list[str], list[float | str], dict[tuple[str, float | str],
+                                                                 TrialInfo]]:
+    """(baselines, columns: learning rates high to low then NO_LR, {(baseline, column): trial})."""
     trials = [t for t in study.complete() if math.isfinite(test_accuracy(t))]
     if not trials:
         raise MissingData(study.name, "has no complete trial with a test_accuracy metric")
-    with_backbone = len({t.config.get("backbone") for t in trials}) > 1
-    cells: dict[tuple[str, float], TrialInfo] = {}
-    for trial in trials:
-        key = (baseline_name(trial, with_backbone), float(trial.config.get("lr", math.nan)))
+    cells: dict[tuple[str, float | str], TrialInfo] = {}
+    for trial in trials + [t for t in others if math.isfinite(test_accuracy(t))]:
+        column = float(trial.config["lr"]) if "lr" in trial.config else NO_LR
+        key = (baseline_name(trial), column)
         if key not in cells or test_accuracy(trial) > test_accuracy(cells[key]):
             cells[key] = trial
-    baselines = sorted({b for b, _ in cells})
-    rates = sorted({lr for _, lr in cells}, reverse=True)
+    baselines = sorted({b for b, c in cells if c != NO_LR}) + sorted(
+        {b for b, c in cells if c == NO_LR})
+    rates: list[float | str] = sorted({c for _, c in cells if c != NO_LR}, reverse=True)
+    if any(c == NO_LR for _, c in cells):
+        rates.append(NO_LR)
     return baselines, rates, cells
 
 
 def figure_11(context: Context) -> list[ReportFigure]:
     study = need(context, FACES_STUDY)
-    baselines, rates, cells = accuracy_table(study)
-    best_two = {b: sorted((test_accuracy(t), lr) for (bb, lr), t in cells.items() if bb == b)
-                [-2:] for b in baselines}
+    baselines, rates, cells = accuracy_table(study, other_trials(context))
+    best_two = {b: sorted((test_accuracy(t), str(lr)) for (bb, lr), t in cells.items()
+                          if bb == b and lr != NO_LR)[-2:] for b in baselines}
     worst = min(cells.items(), key=lambda item: test_accuracy(item[1]))[0]
     values, fills = [baselines], [["white"] * len(baselines)]
     for lr in rates:
@@ -93,7 +119,7 @@ def figure_11(context: Context) -> list[ReportFigure]:
             if (b, lr) == worst:
                 column.append(f"<b>{text}</b> (worst)")
                 fill.append(WORST_COLOR)
-            elif any(lr == r for _, r in best_two[b]):
+            elif any(str(lr) == r for _, r in best_two[b]):
                 column.append(f"<b>{text}</b> ★")
                 fill.append(BEST_COLOR)
             else:
@@ -102,7 +128,8 @@ def figure_11(context: Context) -> list[ReportFigure]:
         values.append(column)
         fills.append(fill)
     figure = go.Figure(go.Table(
-        header={"values": ["<b>baseline</b>", *[f"<b>lr {lr:g}</b>" for lr in rates]],
+        header={"values": ["<b>baseline</b>", *[f"<b>lr {lr:g}</b>" if lr != NO_LR
+                                                 else f"<b>{NO_LR}</b>" for lr in rates]],
                 "fill_color": "#dde5f0", "align": "center"},
         cells={"values": values, "fill_color": fills, "align": "center", "height": 28}))
     figure.update_layout(
@@ -119,13 +146,12 @@ def predictions(context: Context, trial: TrialInfo) -> tuple[dict[str, Predictio
     """({path: Prediction}, complete) for one trial; complete is False when only the errors
     are known (every image not listed is then taken as classified right)."""
     store = context.store
-    data = store.npz(trial, "test_predictions.npz")
-    if data is not None:
-        return {str(p): Prediction(int(lab), float(pr)) for p, lab, pr
-                in zip(data["path"], data["label"], data["prob"], strict=True)}, True
     raw = store.artifact(trial, "test_predictions.json")
     if raw is not None:
         return _from_records(json.loads(raw)), True
+    data = store.npz(trial, "test_predictions.npz")
+    if data is not None:
+        return _from_records({key: data[key].tolist() for key in data}), True
     errors = trial.user_attrs.get("test_errors")
     if errors is not None:
         return _from_records(errors), False
@@ -134,9 +160,11 @@ def predictions(context: Context, trial: TrialInfo) -> tuple[dict[str, Predictio
 
 
 def _from_records(records: object) -> dict[str, Prediction]:
-    if isinstance(records, dict):  # {"path": [...], "label": [...], "prob": [...]}
-        records = [dict(zip(records, row, strict=True))
-                   for row in zip(*records.values(), strict=True)]
+    if isinstance(records, dict):  # {"paths": [...], "labels": [...], "probs": [...]}
+        columns = {key.removesuffix("s"): values for key, values in records.items()
+                   if key.removesuffix("s") in ("path", "label", "prob")}
+        records = [dict(zip(columns, row, strict=True))
+                   for row in zip(*columns.values(), strict=True)]
     return {str(r["path"]): Prediction(int(r["label"]),
                                        None if r.get("prob") is None else float(r["prob"]))
             for r in records}
@@ -185,9 +213,14 @@ def _caption(path: str, best: Prediction | None, wrong: Prediction) -> str:
             f"<br>worst: {said(wrong, 1 - label)}")
 
 
+def _lr(trial: TrialInfo) -> str:
+    return f", lr {trial.config['lr']:g}" if "lr" in trial.config else ""
+
+
 def figure_12(context: Context) -> list[ReportFigure]:
     study = need(context, FACES_STUDY)
-    trials = [t for t in study.complete() if math.isfinite(test_accuracy(t))]
+    trials = [t for t in study.complete() + other_trials(context)
+              if math.isfinite(test_accuracy(t))]
     if len(trials) < 2:
         raise MissingData(study.name, "needs at least 2 complete trials with test_accuracy")
     best, worst = max(trials, key=test_accuracy), min(trials, key=test_accuracy)
@@ -209,9 +242,9 @@ def figure_12(context: Context) -> list[ReportFigure]:
     figure.update_yaxes(visible=False)
     figure.update_annotations(font_size=12)
     title = (f"Figure 12: test images right for the best model (#{best.number}, "
-             f"{baseline_name(best, True)}, lr {best.config.get('lr', '?')}, test acc "
+             f"{baseline_name(best)}{_lr(best)}, test acc "
              f"{test_accuracy(best):.3f})<br>and wrong for the worst (#{worst.number}, "
-             f"{baseline_name(worst, True)}, lr {worst.config.get('lr', '?')}, test acc "
+             f"{baseline_name(worst)}{_lr(worst)}, test acc "
              f"{test_accuracy(worst):.3f})")
     figure.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01, "font_size": 14},
                          margin={"t": 170, "l": 10, "r": 10, "b": 10})
@@ -225,8 +258,8 @@ def figure_12(context: Context) -> list[ReportFigure]:
 
 
 FACES_FIGURES = (
-    ExerciseFigure(11, "face baselines: test accuracy per learning rate", (FACES_STUDY,),
-                   figure_11),
+    ExerciseFigure(11, "face baselines: test accuracy per learning rate",
+                   (FACES_STUDY, *OTHER_BASELINES), figure_11),
     ExerciseFigure(12, "five test faces right for the best model and wrong for the worst",
-                   (FACES_STUDY,), figure_12),
+                   (FACES_STUDY, *OTHER_BASELINES), figure_12),
 )
