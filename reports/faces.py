@@ -254,7 +254,7 @@ def figure_12(context: Context) -> list[ReportFigure]:
                  "--data-dir (or set $HPSEARCH_DATA) to the folder holding faces/",
             xref="paper", yref="paper", x=0, y=-0.05, showarrow=False, font_color="#a33")
     return [ReportFigure("fig12_faces_examples", "Figure 12: right for the best, wrong for the "
-                         "worst", figure, width=1200, height=520)]
+                         "worst", figure, width=1200, height=460)]
 
 
 FACES_FIGURES = (
