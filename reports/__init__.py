@@ -1,0 +1,7 @@
+"""Figures for the write-up, built from the studies in an Optuna storage (never trains).
+
+``python -m reports.build --all`` writes the exercise's figures 1-12 and every study's search
+figures as HTML and PNG files plus an ``index.html``. The modules are "computed, then drawn":
+``data`` reads trials into plain records, ``exercise``/``faces``/``search_plots`` turn them
+into Plotly figures, ``export`` writes the files and ``index`` the page that links them.
+"""

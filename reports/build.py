@@ -1,0 +1,195 @@
+"""``python -m reports.build``: the exercise's figures and every study's search figures.
+
+Examples::
+
+    python -m reports.build --all
+    python -m reports.build --study mlp_lr --study mlp_grid --out reports/out
+    python -m reports.build --all --storage sqlite:///runs/studies.db --no-png
+
+Reads the storage and its artifacts only; it never trains. A study that is missing or
+incomplete gets a line in the index naming the command that produces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from objectives.errors import ConfigError, HPSearchError
+from objectives.runtime import resolve_data_dir
+from reports.data import StudyInfo, StudyStore
+from reports.exercise import EXERCISE_FIGURES, Context, ExerciseFigure
+from reports.export import DEFAULT_SCALE, Exporter, Written
+from reports.faces import FACES_FIGURES
+from reports.figure import MissingData
+from reports.index import ExerciseEntry, Section, write_index
+from reports.search_plots import search_figures
+from search.spec import list_studies, load_study_spec
+from search.storage import DEFAULT_STORAGE
+
+ALL_FIGURES: tuple[ExerciseFigure, ...] = EXERCISE_FIGURES + FACES_FIGURES
+DEFAULT_OUT = Path("reports/out")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    storage_url: str = DEFAULT_STORAGE
+    out: Path = DEFAULT_OUT
+    studies: tuple[str, ...] = ()  # empty: every known study (--all)
+    artifact_dir: Path | None = None
+    data_dir: Path = Path("data")
+    png: bool = True
+    scale: float = DEFAULT_SCALE
+
+
+@dataclass
+class BuildResult:
+    index: Path
+    written: list[Written] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # one line per figure not drawn
+    png_seconds: float = 0.0
+
+
+def run_command(study: str) -> str:
+    return f"python -m search.run --study {study}"
+
+
+def known_studies(stored: list[str]) -> list[str]:
+    """Study files in spaces/, the studies the figures read, and whatever else is stored."""
+    names = {p.stem for p in list_studies()} | set(stored)
+    names |= {name for figure in ALL_FIGURES for name in figure.studies}
+    return sorted(names)
+
+
+def completeness(info: StudyInfo) -> str:
+    """A note when a grid study has points left (or its study file asks for more trials)."""
+    try:
+        spec = load_study_spec(info.name)
+    except ConfigError:
+        return ""
+    if spec.is_grid:
+        done = {tuple(sorted((k, repr(v)) for k, v in t.params.items()))
+                for t in info.finished()}
+        if len(done) < spec.grid_size():
+            return (f"incomplete: {len(done)} of {spec.grid_size()} grid points done; "
+                    f"`{run_command(info.name)}` runs the rest")
+    elif len(info.finished()) < spec.trials:
+        return (f"partial: {len(info.finished())} of the study file's {spec.trials} trials; "
+                f"`{run_command(info.name)}` adds more")
+    return ""
+
+
+def build(options: BuildOptions) -> BuildResult:
+    """Write every figure of the chosen studies and the index; see the module docstring."""
+    store = StudyStore(options.storage_url, options.artifact_dir)
+    stored = store.names()
+    known = known_studies(stored)
+    chosen = list(options.studies) or known
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown study {unknown[0]!r}; known: {', '.join(known)}")
+    needed = set(chosen) | {n for f in ALL_FIGURES if f.studies[0] in chosen for n in f.studies}
+    studies = {name: store.load(name) if name in stored else None for name in sorted(needed)}
+    context = Context(store=store, studies=studies, data_dir=options.data_dir)
+    exporter = Exporter(options.out, png=options.png, scale=options.scale)
+    result = BuildResult(index=options.out / "index.html")
+
+    sections = {name: _section(name, studies[name]) for name in chosen}
+    entries = []
+    for figure in ALL_FIGURES:
+        home = figure.studies[0]
+        if home not in chosen:
+            continue
+        entry = ExerciseEntry(figure.number, figure.caption, home)
+        try:
+            entry.files = [exporter.add(home, item) for item in figure.build(context)]
+        except MissingData as exc:
+            entry.missing = _missing_line(exc, studies)
+            result.missing.append(f"figure {figure.number}: {entry.missing}")
+        entries.append(entry)
+        sections[home].exercise.append(entry)
+        result.written += entry.files
+    for name in chosen:
+        if studies[name] is None:
+            continue
+        figures, skipped = search_figures(store.study(name), studies[name])
+        sections[name].search = [exporter.add(name, item) for item in figures]
+        sections[name].skipped = skipped
+        result.written += sections[name].search
+    result.png_seconds = exporter.write_pngs()
+    write_index(options.out, list(sections.values()), entries, options.storage_url)
+    return result
+
+
+def _section(name: str, info: StudyInfo | None) -> Section:
+    if info is None:
+        try:
+            description = load_study_spec(name).description.strip()
+        except ConfigError:
+            description = ""
+        return Section(name, description, None,
+                       [f"not in storage: run `{run_command(name)}`"])
+    notes = [note for note in (completeness(info),) if note]
+    if info.command:
+        notes.append(f"made with `{info.command}`")
+    return Section(name, info.description, info.counts(), notes)
+
+
+def _missing_line(exc: MissingData, studies: dict[str, StudyInfo | None]) -> str:
+    if studies.get(exc.study) is None:
+        return f"needs {exc.study}, not in storage: run `{run_command(exc.study)}`"
+    return f"needs {exc.study}: {exc.reason}; run `{run_command(exc.study)}`"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reports.build",
+        description="Write the exercise's figures and each study's search figures (HTML and "
+                    "PNG) with an index.html, from the studies in an Optuna storage.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every known or stored study")
+    which.add_argument("--study", action="append", metavar="NAME",
+                       help="one study (repeatable)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--artifact-dir", type=Path,
+                        help="artifact folder (default: beside the storage file)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"output folder (default {DEFAULT_OUT}/)")
+    parser.add_argument("--data-dir", help="folder holding faces/ for figure 12's images "
+                        "(default: $HPSEARCH_DATA, else ./data)")
+    parser.add_argument("--no-png", action="store_true", help="write HTML only (no Chromium)")
+    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
+                        help=f"PNG pixels per layout pixel (default {DEFAULT_SCALE})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = BuildOptions(
+        storage_url=args.storage, out=args.out, studies=tuple(args.study or ()),
+        artifact_dir=args.artifact_dir, data_dir=resolve_data_dir(args.data_dir),
+        png=not args.no_png, scale=args.scale)
+    start = time.perf_counter()
+    try:
+        if options.scale <= 0:
+            raise ConfigError(f"--scale must be positive, got {options.scale}")
+        result = build(options)
+    except HPSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    pngs = sum(w.png is not None for w in result.written)
+    print(f"wrote {len(result.written)} figures ({pngs} PNGs in {result.png_seconds:.1f}s) to "
+          f"{options.out} in {time.perf_counter() - start:.1f}s")
+    for line in itertools.islice(result.missing, 20):
+        print(f"  not drawn: {line}")
+    print(f"index: {result.index}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

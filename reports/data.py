@@ -1,0 +1,156 @@
+"""Read studies, trials and their artifacts from an Optuna storage into plain records.
+
+Nothing here draws or trains. ``StudyStore`` opens a storage URL once; ``load(name)`` gives a
+``StudyInfo`` (or ``None`` when the storage has no such study) whose ``TrialInfo`` records
+carry everything the figures use: params, the intermediate values, the per-epoch history,
+final metrics, the effective config and artifact ids.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+from search.storage import artifact_dir_for, open_storage
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """One trial as the figures need it."""
+
+    number: int
+    state: str  # one of STATES
+    value: float | None
+    params: dict[str, Any]
+    intermediate: dict[int, float]  # the study metric per step
+    history: dict[str, list[float]]  # every reported metric per epoch
+    metrics: dict[str, float]  # final metrics (complete trials)
+    config: dict[str, Any]  # the full effective config
+    artifacts: dict[str, str]  # file name -> artifact id
+    user_attrs: dict[str, Any] = field(repr=False, default_factory=dict)
+    duration_s: float | None = None
+    note: str = ""  # pruned reason or error
+
+    def label(self, keys: tuple[str, ...] | list[str] = ()) -> str:
+        """``"#3 lr=0.001"``: the trial number and the given config keys (default: params)."""
+        if keys:
+            parts = [f"{k}={_short(self.config.get(k))}" for k in keys]
+        else:
+            parts = [f"{k}={_short(v)}" for k, v in self.params.items()]
+        return " ".join([f"#{self.number}", *parts])
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """One study: its settings, what it is for, and its trials."""
+
+    name: str
+    direction: str  # "maximize" or "minimize"
+    metric: str
+    objective: str
+    description: str
+    command: str
+    trials: tuple[TrialInfo, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Trials per state (every state in STATES, zero when absent)."""
+        return {state: sum(t.state == state for t in self.trials) for state in STATES}
+
+    def complete(self) -> list[TrialInfo]:
+        return [t for t in self.trials if t.state == "COMPLETE"]
+
+    def finished(self) -> list[TrialInfo]:
+        """Complete and pruned trials: those with curves worth drawing."""
+        return [t for t in self.trials if t.state in ("COMPLETE", "PRUNED")]
+
+    def ranked(self) -> list[TrialInfo]:
+        """Complete trials, best first."""
+        return sorted(self.complete(), key=lambda t: t.value,
+                      reverse=self.direction == "maximize")
+
+
+class StudyStore:
+    """Read-only access to the studies and artifacts of one storage URL."""
+
+    def __init__(self, url: str, artifact_dir: Path | None = None):
+        self.url = url
+        self.storage = open_storage(url)
+        self.artifact_dir = Path(artifact_dir or artifact_dir_for(url))
+        self._artifacts = FileSystemArtifactStore(str(self.artifact_dir))
+        self._cache: dict[str, bytes | None] = {}
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def names(self) -> list[str]:
+        return sorted(optuna.get_all_study_names(self.storage))
+
+    def study(self, name: str) -> optuna.Study | None:
+        """The Optuna study (for optuna.visualization), or None when it is not stored."""
+        if name not in self.names():
+            return None
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def load(self, name: str) -> StudyInfo | None:
+        """The study as plain records, or None when the storage has no study of that name."""
+        study = self.study(name)
+        if study is None:
+            return None
+        attrs = study.user_attrs
+        trials = tuple(_trial_info(t) for t in study.get_trials(deepcopy=False))
+        return StudyInfo(
+            name=name, direction=study.direction.name.lower(),
+            metric=attrs.get("metric", "value"), objective=attrs.get("objective", ""),
+            description=str(attrs.get("description", "")).strip(),
+            command=attrs.get("command", ""), trials=trials)
+
+    def artifact(self, trial: TrialInfo, name: str) -> bytes | None:
+        """An artifact's bytes, or None when the trial has none of that name or it is gone."""
+        artifact_id = trial.artifacts.get(name)
+        if artifact_id is None:
+            return None
+        if artifact_id not in self._cache:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / name
+                try:
+                    download_artifact(artifact_store=self._artifacts, artifact_id=artifact_id,
+                                      file_path=str(path))
+                    self._cache[artifact_id] = path.read_bytes()
+                except (FileNotFoundError, OSError):
+                    self._cache[artifact_id] = None
+        return self._cache[artifact_id]
+
+    def npz(self, trial: TrialInfo, name: str) -> dict[str, np.ndarray] | None:
+        data = self.artifact(trial, name)
+        if data is None:
+            return None
+        with np.load(io.BytesIO(data)) as archive:
+            return {key: archive[key] for key in archive.files}
+
+    def npy(self, trial: TrialInfo, name: str) -> np.ndarray | None:
+        data = self.artifact(trial, name)
+        return None if data is None else np.load(io.BytesIO(data))
+
+
+def _trial_info(trial: optuna.trial.FrozenTrial) -> TrialInfo:
+    attrs = dict(trial.user_attrs)
+    return TrialInfo(
+        number=trial.number, state=trial.state.name, value=trial.value,
+        params=dict(trial.params), intermediate=dict(sorted(trial.intermediate_values.items())),
+        history=dict(attrs.get("history") or {}), metrics=dict(attrs.get("metrics") or {}),
+        config=dict(attrs.get("config") or {}), artifacts=dict(attrs.get("artifacts") or {}),
+        user_attrs=attrs, duration_s=attrs.get("duration_s"),
+        note=str(attrs.get("pruned_reason") or attrs.get("error") or ""))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -1,0 +1,385 @@
+"""Figures 1-10 of the exercise, each drawn from its MLP study (see ASSIGNMENT.md).
+
+Every ``figure_N(context)`` returns ``ReportFigure`` records, or raises ``MissingData`` naming
+the study it needs. ``EXERCISE_FIGURES`` lists them with the studies they read; the first
+study is where the index shows the figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from reports.boundary import accuracy_on_map, boundary_figure
+from reports.data import StudyInfo, StudyStore, TrialInfo
+from reports.figure import (
+    SPLIT_COLORS,
+    SPLIT_NAMES,
+    MissingData,
+    ReportFigure,
+    styled,
+)
+
+LINE_COLORS = qualitative.D3
+MAX_LINE_POINTS = 2000  # per-batch loss curves are averaged over windows down to this many
+SPLITS = ("train", "val", "test")
+DEFAULT_LR = 0.001  # figure 1's "default run" is the mlp_lr trial at the skeleton's lr
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the figure functions read: the store, the loaded studies and the data folder."""
+
+    store: StudyStore
+    studies: dict[str, StudyInfo | None]
+    data_dir: Path
+
+
+class ExerciseFigure(NamedTuple):
+    number: int
+    caption: str
+    studies: tuple[str, ...]
+    build: Callable[[Context], list[ReportFigure]]
+
+
+def need(context: Context, name: str) -> StudyInfo:
+    """The study, or ``MissingData`` when it is not stored or has no finished trial."""
+    study = context.studies.get(name)
+    if study is None:
+        raise MissingData(name, "not in storage")
+    if not study.finished():
+        raise MissingData(name, "has no complete or pruned trial yet")
+    return study
+
+
+def epochs(values: list[float]) -> list[int]:
+    return list(range(1, len(values) + 1))
+
+
+def add_split_lines(figure: go.Figure, trial: TrialInfo, kind: str, *, row: int | None = None,
+                    col: int | None = None, dash: str = "solid", suffix: str = "",
+                    showlegend: bool = True) -> None:
+    """Train/validation/test ``kind`` (loss or accuracy) per epoch, one line per split."""
+    for split in SPLITS:
+        values = trial.history.get(f"{split}_{kind}")
+        if not values:
+            continue
+        name = SPLIT_NAMES[split] + suffix
+        figure.add_trace(go.Scatter(
+            x=epochs(values), y=values, mode="lines", name=name, legendgroup=name,
+            showlegend=showlegend, line={"color": SPLIT_COLORS[split], "dash": dash}),
+            row=row, col=col)
+
+
+def loss_accuracy_figure(trials: list[tuple[TrialInfo, str, str]], title: str) -> go.Figure:
+    """Loss and accuracy per epoch side by side; ``trials`` holds (trial, dash, legend suffix)."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    for trial, dash, suffix in trials:
+        for col, kind in enumerate(("loss", "accuracy"), start=1):
+            add_split_lines(figure, trial, kind, row=1, col=col, dash=dash, suffix=suffix,
+                            showlegend=col == 1)
+    styled(figure, title, "epoch", "", "split")
+    figure.update_yaxes(title_text="cross-entropy loss", row=1, col=1)
+    figure.update_yaxes(title_text="accuracy (fraction correct)", row=1, col=2)
+    return figure
+
+
+def boundary(context: Context, study: StudyInfo, trial: TrialInfo) -> dict[str, np.ndarray]:
+    data = context.store.npz(trial, "decision_boundary.npz")
+    if data is None:
+        raise MissingData(study.name, f"trial #{trial.number} has no decision_boundary.npz "
+                          "artifact (is the artifact folder beside the storage?)")
+    return data
+
+
+def find_trial(study: StudyInfo, **config: object) -> TrialInfo | None:
+    """The first complete trial whose config has these values."""
+    for trial in study.complete():
+        if all(trial.config.get(key) == value for key, value in config.items()):
+            return trial
+    return None
+
+
+# Figure 1 --------------------------------------------------------------------------------
+def default_run(context: Context) -> tuple[StudyInfo, TrialInfo]:
+    """The default run: mlp_lr's lr=0.001 trial, else mlp_batchnorm's run without BatchNorm."""
+    for name, config in (("mlp_lr", {"lr": DEFAULT_LR}), ("mlp_batchnorm", {"batch_norm": False})):
+        study = context.studies.get(name)
+        trial = find_trial(study, **config) if study else None
+        if trial is not None:
+            return study, trial
+    raise MissingData("mlp_lr", "no complete trial with lr=0.001 (nor an mlp_batchnorm trial "
+                      "without BatchNorm)")
+
+
+def figure_1(context: Context) -> list[ReportFigure]:
+    study, trial = default_run(context)
+    what = f"{study.name} trial #{trial.number}"
+    curves = loss_accuracy_figure([(trial, "solid", "")],
+                                  f"Figure 1: default MLP (depth 6, width 16, lr 0.001), {what}")
+    data = boundary(context, study, trial)
+    maps = boundary_figure([data], [f"test accuracy {accuracy_on_map(data):.3f}"],
+                           f"Figure 1: decision boundaries of the default MLP ({what})")
+    return [ReportFigure("fig01_default_curves", "Figure 1: loss and accuracy per epoch", curves),
+            ReportFigure("fig01_default_boundary", "Figure 1: decision boundaries", maps,
+                         height=900)]
+
+
+# Figure 2 --------------------------------------------------------------------------------
+def figure_2(context: Context) -> list[ReportFigure]:
+    study = need(context, "mlp_lr")
+    figure = go.Figure()
+    trials = sorted(study.finished(), key=lambda t: -float(t.config.get("lr", 0)))
+    for index, trial in enumerate(trials):
+        values = trial.history.get("val_loss", [])
+        name = f"lr={trial.config.get('lr'):g}"
+        if trial.state == "PRUNED":
+            name += f" (stopped after epoch {len(values)}: diverged)" if "diverged" in trial.note \
+                else f" (pruned after epoch {len(values)})"
+        figure.add_trace(go.Scatter(
+            x=epochs(values), y=values, mode="lines+markers" if len(values) < 3 else "lines",
+            name=name, line={"color": LINE_COLORS[index % len(LINE_COLORS)],
+                             "dash": "dash" if trial.state == "PRUNED" else "solid"}))
+    styled(figure, "Figure 2: validation loss per epoch for each learning rate (mlp_lr)",
+           "epoch", "validation cross-entropy loss (log scale)", "learning rate")
+    figure.update_yaxes(type="log")
+    return [ReportFigure("fig02_lr_val_loss", "Figure 2: validation loss per learning rate",
+                         figure)]
+
+
+# Figure 3 --------------------------------------------------------------------------------
+def figure_3(context: Context) -> list[ReportFigure]:
+    study = need(context, "mlp_epochs")
+    trial = max(study.finished(), key=lambda t: len(t.history.get("train_loss", [])))
+    figure = go.Figure()
+    add_split_lines(figure, trial, "loss")
+    n = len(trial.history.get("train_loss", []))
+    styled(figure, f"Figure 3: train, validation and test loss over {n} epochs (mlp_epochs "
+           f"#{trial.number})", "epoch", "cross-entropy loss", "split")
+    return [ReportFigure("fig03_epochs_loss", "Figure 3: loss over the epochs", figure)]
+
+
+# Figure 4 --------------------------------------------------------------------------------
+def figure_4(context: Context) -> list[ReportFigure]:
+    study = need(context, "mlp_batchnorm")
+    rows = []
+    for trial in sorted(study.finished(), key=lambda t: bool(t.config.get("batch_norm"))):
+        with_bn = bool(trial.config.get("batch_norm"))
+        rows.append((trial, "solid" if with_bn else "dot",
+                     ", with BatchNorm" if with_bn else ", without BatchNorm"))
+    figure = loss_accuracy_figure(rows, "Figure 4: loss and accuracy per epoch with and without "
+                                        "BatchNorm (mlp_batchnorm)")
+    figure.update_layout(legend_title_text="split, model")
+    return [ReportFigure("fig04_batchnorm", "Figure 4: with and without BatchNorm", figure)]
+
+
+# Figure 5 --------------------------------------------------------------------------------
+def window_mean(values: np.ndarray, limit: int = MAX_LINE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(batch index, value) averaged over equal windows so at most ``limit`` points remain."""
+    window = max(1, int(np.ceil(len(values) / limit)))
+    usable = len(values) // window * window
+    if usable == 0:
+        return np.arange(len(values)), values
+    means = values[:usable].reshape(-1, window).mean(1)
+    return np.arange(len(means)) * window + (window - 1) / 2, means
+
+
+def figure_5(context: Context) -> list[ReportFigure]:
+    study = need(context, "mlp_batch_size")
+    trials = sorted(study.finished(), key=lambda t: t.config.get("batch_size", 0))
+    names = [f"batch {t.config.get('batch_size')}, {t.config.get('epochs')} epoch(s)"
+             for t in trials]
+    colors = [LINE_COLORS[i % len(LINE_COLORS)] for i in range(len(trials))]
+
+    accuracy = go.Figure()
+    for trial, name, color in zip(trials, names, colors, strict=True):
+        values = trial.history.get("val_accuracy", [])
+        accuracy.add_trace(go.Scatter(x=epochs(values), y=values, mode="lines+markers",
+                                      name=name, line={"color": color}))
+    styled(accuracy, "Figure 5a: validation accuracy per epoch for each batch size",
+           "epoch", "validation accuracy (fraction correct)", "batch size")
+
+    speed = make_subplots(rows=1, cols=2, subplot_titles=("iterations per epoch",
+                                                          "seconds per epoch (mean)"))
+    for trial, name, color in zip(trials, names, colors, strict=True):
+        label = str(trial.config.get("batch_size"))
+        iterations = trial.history.get("iterations", [np.nan])
+        seconds = trial.history.get("epoch_seconds", [np.nan])
+        speed.add_trace(go.Bar(x=[label], y=[iterations[0]], name=name, marker_color=color,
+                               legendgroup=name, text=[f"{iterations[0]:,.0f}"]), row=1, col=1)
+        speed.add_trace(go.Bar(x=[label], y=[float(np.mean(seconds))], name=name,
+                               marker_color=color, legendgroup=name, showlegend=False,
+                               text=[f"{np.mean(seconds):.2f} s"]), row=1, col=2)
+    styled(speed, "Figure 5b: iterations and seconds per epoch for each batch size",
+           "batch size", "", "batch size")
+    speed.update_yaxes(title_text="iterations (batches) per epoch (log scale)", type="log",
+                       row=1, col=1)
+    speed.update_yaxes(title_text="seconds per epoch", row=1, col=2)
+
+    losses = go.Figure()
+    for trial, name, color in zip(trials, names, colors, strict=True):
+        values = context.store.npy(trial, "batch_losses.npy")
+        if values is None:
+            raise MissingData(study.name, f"trial #{trial.number} has no batch_losses.npy")
+        x, y = window_mean(values.astype(np.float64))
+        window = int(np.ceil(len(values) / MAX_LINE_POINTS))
+        losses.add_trace(go.Scatter(
+            x=x, y=y, mode="lines", line={"color": color, "width": 1},
+            name=name + (f" (mean of {window} batches)" if window > 1 else "")))
+    styled(losses, "Figure 5c: training loss per batch for each batch size",
+           "batch index (log scale)", "training cross-entropy loss", "batch size")
+    losses.update_xaxes(type="log")
+    return [ReportFigure("fig05a_batch_size_val_accuracy", "Figure 5a: validation accuracy",
+                         accuracy),
+            ReportFigure("fig05b_batch_size_iterations", "Figure 5b: iterations and seconds",
+                         speed),
+            ReportFigure("fig05c_batch_size_batch_loss", "Figure 5c: loss per batch", losses)]
+
+
+# Figures 6-8 -------------------------------------------------------------------------------
+def grid_label(trial: TrialInfo) -> str:
+    return f"depth {trial.config.get('depth')}, width {trial.config.get('width')}"
+
+
+def val_accuracy(trial: TrialInfo) -> float:
+    return float(trial.metrics.get("val_accuracy", trial.value or float("nan")))
+
+
+def figure_6(context: Context) -> list[ReportFigure]:
+    study = need(context, "mlp_grid")
+    complete = study.complete()
+    if not complete:
+        raise MissingData(study.name, "has no complete trial yet")
+    best = max(complete, key=val_accuracy)
+    worst = min(complete, key=val_accuracy)
+    titles = [f"best: {grid_label(best)} (val acc {val_accuracy(best):.3f})",
+              f"worst: {grid_label(worst)} (val acc {val_accuracy(worst):.3f})"]
+    curves = make_subplots(rows=1, cols=2, subplot_titles=titles, shared_yaxes=True)
+    add_split_lines(curves, best, "loss", row=1, col=1)
+    add_split_lines(curves, worst, "loss", row=1, col=2, showlegend=False)
+    styled(curves, "Figure 6: loss per epoch of the best and worst grid models (mlp_grid)",
+           "epoch", "", "split")
+    curves.update_yaxes(title_text="cross-entropy loss", row=1, col=1)
+    maps = boundary_figure([boundary(context, study, best), boundary(context, study, worst)],
+                           titles, "Figure 6: decision boundaries of the best and worst grid "
+                                   "models (mlp_grid)")
+    return [ReportFigure("fig06_grid_best_worst_loss", "Figure 6: best and worst loss", curves),
+            ReportFigure("fig06_grid_best_worst_boundary", "Figure 6: best and worst boundaries",
+                         maps, width=1400, height=850)]
+
+
+def accuracy_against(context: Context, key: str, fixed: dict[str, int], number: int,
+                     log_x: bool) -> list[ReportFigure]:
+    study = need(context, "mlp_grid")
+    rows = sorted((t for t in study.complete()
+                   if all(t.config.get(k) == v for k, v in fixed.items())),
+                  key=lambda t: t.config[key])
+    if not rows:
+        raise MissingData(study.name, f"no complete trial with {fixed}")
+    figure = go.Figure()
+    x = [t.config[key] for t in rows]
+    for split in SPLITS:
+        figure.add_trace(go.Scatter(
+            x=x, y=[t.metrics.get(f"{split}_accuracy") for t in rows], mode="lines+markers",
+            name=SPLIT_NAMES[split], line={"color": SPLIT_COLORS[split]}))
+    what = ", ".join(f"{k} {v}" for k, v in fixed.items())
+    styled(figure, f"Figure {number}: final accuracy against {key} at {what} (mlp_grid)",
+           f"{key} ({'hidden layers' if key == 'depth' else 'units per hidden layer'}"
+           f"{', log scale' if log_x else ''})", "accuracy (fraction correct)", "split")
+    figure.update_xaxes(tickvals=x, type="log" if log_x else "linear")
+    return [ReportFigure(f"fig{number:02d}_accuracy_vs_{key}", f"Figure {number}: accuracy "
+                         f"against {key}", figure)]
+
+
+def figure_7(context: Context) -> list[ReportFigure]:
+    return accuracy_against(context, "depth", {"width": 16}, 7, log_x=False)
+
+
+def figure_8(context: Context) -> list[ReportFigure]:
+    return accuracy_against(context, "width", {"depth": 6}, 8, log_x=True)
+
+
+# Figure 9 --------------------------------------------------------------------------------
+def fix_label(trial: TrialInfo) -> str:
+    parts = [name for key, name in (("residual", "residual"), ("batch_norm", "BatchNorm"))
+             if trial.config.get(key)]
+    return " + ".join(parts) if parts else "no fix"
+
+
+def _gradient_title(study: str, trial: TrialInfo) -> str:
+    """Panel title; names the layers whose gradient is exactly 0 (a log axis cannot show 0)."""
+    zero = [k.removeprefix("grad_sq_norm_layer") for k, v in trial.history.items()
+            if k.startswith("grad_sq_norm_layer") and v and max(v) == 0.0]
+    text = f"{fix_label(trial)}<br>({study} #{trial.number}, val acc {val_accuracy(trial):.3f})"
+    return text + (f"<br>gradient exactly 0: layer {', '.join(zero)}" if zero else "")
+
+
+def figure_9(context: Context) -> list[ReportFigure]:
+    panels = [("mlp_deep_gradients", t) for t in need(context, "mlp_deep_gradients").finished()]
+    fix = context.studies.get("mlp_deep_fix")
+    if fix is not None:
+        panels += [("mlp_deep_fix", t) for t in fix.finished()]
+    titles = [_gradient_title(name, t) for name, t in panels]
+    figure = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, shared_yaxes=True)
+    for col, (_, trial) in enumerate(panels, start=1):
+        keys = sorted((k for k in trial.history if k.startswith("grad_sq_norm_layer")),
+                      key=lambda k: int(k.removeprefix("grad_sq_norm_layer")))
+        for index, key in enumerate(keys):
+            layer = key.removeprefix("grad_sq_norm_layer")
+            values = trial.history[key]
+            figure.add_trace(go.Scatter(
+                x=epochs(values), y=values, mode="lines+markers", name=f"layer {layer}",
+                legendgroup=layer, showlegend=col == 1,
+                line={"color": LINE_COLORS[index % len(LINE_COLORS)]}), row=1, col=col)
+    figure.update_annotations(font_size=12)
+    styled(figure, "Figure 9: mean squared gradient norm per epoch of Linear layers of the "
+           "depth-100 net, before and after the fix", "epoch", "", "Linear layer")
+    figure.update_yaxes(type="log", exponentformat="power")
+    figure.update_yaxes(title_text="mean squared L2 norm of the weight gradient (log scale)",
+                        row=1, col=1)
+    figure.update_layout(margin={"t": 140})
+    return [ReportFigure("fig09_deep_gradients", "Figure 9: gradient norms of the deep net",
+                         figure, width=max(1000, 420 * len(panels)), height=650)]
+
+
+# Figure 10 -------------------------------------------------------------------------------
+def figure_10(context: Context) -> list[ReportFigure]:
+    study = need(context, "mlp_implicit")
+    trials = [find_trial(study, features=kind) for kind in ("raw", "implicit")]
+    present = [t for t in trials if t is not None]
+    if not present:
+        raise MissingData(study.name, "has no complete trial")
+    titles = [f"{'raw (long, lat)' if t.config.get('features') == 'raw' else 'implicit sin(a·x)'}"
+              f" input, test acc {t.metrics.get('test_accuracy', float('nan')):.3f}"
+              for t in present]
+    maps = boundary_figure([boundary(context, study, t) for t in present], titles,
+                           "Figure 10: decision boundaries with raw and implicit-representation "
+                           "inputs (mlp_implicit)")
+    return [ReportFigure("fig10_implicit_boundary", "Figure 10: raw against implicit input",
+                         maps, width=1400 if len(present) > 1 else 1000,
+                         height=850 if len(present) > 1 else 900)]
+
+
+EXERCISE_FIGURES = (
+    ExerciseFigure(1, "default run: loss, accuracy and decision boundaries",
+                   ("mlp_lr", "mlp_batchnorm"), figure_1),
+    ExerciseFigure(2, "validation loss per learning rate", ("mlp_lr",), figure_2),
+    ExerciseFigure(3, "loss over 100 epochs", ("mlp_epochs",), figure_3),
+    ExerciseFigure(4, "with and without BatchNorm", ("mlp_batchnorm",), figure_4),
+    ExerciseFigure(5, "batch sizes: accuracy, iterations, loss per batch", ("mlp_batch_size",),
+                   figure_5),
+    ExerciseFigure(6, "best and worst grid model", ("mlp_grid",), figure_6),
+    ExerciseFigure(7, "accuracy against depth", ("mlp_grid",), figure_7),
+    ExerciseFigure(8, "accuracy against width", ("mlp_grid",), figure_8),
+    ExerciseFigure(9, "gradient magnitudes of the deep net, before and after the fix",
+                   ("mlp_deep_gradients", "mlp_deep_fix"), figure_9),
+    ExerciseFigure(10, "implicit representation against raw input", ("mlp_implicit",),
+                   figure_10),
+)

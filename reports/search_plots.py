@@ -1,0 +1,165 @@
+"""The search's own figures for any study: Optuna's plots, learning curves and a top-trials table.
+
+``search_figures(study, info)`` returns the figures that the study's trials allow and, for the
+others, a one-line reason (for example, parameter importances need two complete trials and
+two searched parameters).
+"""
+
+from __future__ import annotations
+
+import optuna
+import plotly.graph_objects as go
+from optuna.visualization import (
+    plot_optimization_history,
+    plot_parallel_coordinate,
+    plot_param_importances,
+    plot_slice,
+)
+
+from reports.data import StudyInfo, TrialInfo
+from reports.figure import ReportFigure, metric_label, styled
+
+TOP_TRIALS = 15
+STATE_STYLE = {"COMPLETE": ("#1f77b4", "solid"), "PRUNED": ("#d62728", "dash"),
+               "FAIL": ("#7f7f7f", "dot")}
+
+
+def search_figures(study: optuna.Study, info: StudyInfo
+                   ) -> tuple[list[ReportFigure], dict[str, str]]:
+    """(figures, skipped) for one study; ``skipped`` maps a figure name to why it is absent."""
+    figures: list[ReportFigure] = []
+    skipped: dict[str, str] = {}
+    complete = info.complete()
+    metric = metric_label(info.metric)
+    if not complete:
+        skipped["optuna plots"] = "no complete trial yet"
+    else:
+        figures.append(_optuna(plot_optimization_history(study, target_name=metric),
+                               "search_history", f"{info.name}: optimisation history",
+                               "trial number", metric))
+        figures.append(_optuna(plot_parallel_coordinate(study, target_name=metric),
+                               "search_parallel", f"{info.name}: parallel coordinates", None,
+                               None))
+        figures.append(_optuna(plot_slice(study, target_name=metric), "search_slice",
+                               f"{info.name}: slice plot (each parameter against {info.metric})",
+                               None, metric, width=max(1000, 330 * len(_params(info)))))
+        reason = _importance_blocker(info)
+        if reason:
+            skipped["parameter importances"] = reason
+        else:
+            figures.append(_optuna(plot_param_importances(study, target_name=metric),
+                                   "search_importances",
+                                   f"{info.name}: parameter importances ({_evaluator()})",
+                                   f"importance for {info.metric} (normalised to sum 1)",
+                                   "parameter"))
+    if any(t.intermediate for t in info.trials):
+        figures.append(learning_curves(info))
+    else:
+        skipped["learning curves"] = "no trial reported intermediate values"
+    if info.trials:
+        figures.append(top_trials_table(info))
+    return figures, skipped
+
+
+def _params(info: StudyInfo) -> list[str]:
+    return sorted({name for t in info.complete() for name in t.params})
+
+
+def _importance_blocker(info: StudyInfo) -> str:
+    complete = info.complete()
+    varied = [name for name in _params(info)
+              if len({repr(t.params.get(name)) for t in complete}) > 1]
+    if len(complete) < 2:
+        return f"needs at least 2 complete trials, has {len(complete)}"
+    if len(varied) < 2:
+        return (f"needs at least 2 varied parameters, has {len(varied)} "
+                f"({', '.join(varied) or 'none'}); a grid of points is one parameter")
+    return ""
+
+
+def _evaluator() -> str:
+    """Optuna's default importance evaluator (PED-ANOVA since Optuna 5)."""
+    return "Optuna's default evaluator, PED-ANOVA" if int(optuna.__version__.split(".")[0]) >= 5 \
+        else "Optuna's default evaluator, fANOVA"
+
+
+def _optuna(figure: go.Figure, stem: str, title: str, x_title: str | None,
+            y_title: str | None, width: int = 1000) -> ReportFigure:
+    figure.update_layout(title={"text": title, "x": 0.01}, template="plotly_white")
+    if x_title:
+        figure.update_xaxes(title_text=x_title)
+    if y_title and stem != "search_slice":
+        figure.update_yaxes(title_text=y_title)
+    return ReportFigure(stem, title, figure, width=width)
+
+
+def learning_curves(info: StudyInfo) -> ReportFigure:
+    """The study metric per step for every trial; pruned trials red and dashed, with an x
+    where they stopped; failed ones grey and dotted."""
+    figure = go.Figure()
+    shown: set[str] = set()
+    for trial in info.trials:
+        if not trial.intermediate:
+            continue
+        color, dash = STATE_STYLE.get(trial.state, ("#bcbd22", "solid"))
+        steps = [step + 1 for step in trial.intermediate]
+        values = list(trial.intermediate.values())
+        figure.add_trace(go.Scatter(
+            x=steps, y=values, mode="lines", line={"color": color, "dash": dash, "width": 1.2},
+            opacity=0.8, name=trial.state.lower(), legendgroup=trial.state,
+            showlegend=trial.state not in shown, hovertext=_hover(trial), hoverinfo="text+y"))
+        shown.add(trial.state)
+        if trial.state == "PRUNED":
+            figure.add_trace(go.Scatter(
+                x=steps[-1:], y=values[-1:], mode="markers", showlegend=False,
+                legendgroup=trial.state, marker={"symbol": "x", "size": 9, "color": color},
+                hovertext=_hover(trial), hoverinfo="text"))
+    styled(figure, f"{info.name}: learning curves ({info.metric} per epoch; pruned trials "
+           "dashed red, x where stopped)", "epoch", metric_label(info.metric), "trial state")
+    return ReportFigure("search_learning_curves", f"{info.name}: learning curves", figure)
+
+
+def _hover(trial: TrialInfo) -> str:
+    text = f"{trial.label()} {trial.state.lower()}"
+    return text + (f"<br>{trial.note[:120]}" if trial.note else "")
+
+
+def top_trials_table(info: StudyInfo, limit: int = TOP_TRIALS) -> ReportFigure:
+    """The best complete trials (then the others) with params, value and test metrics."""
+    ranked = info.ranked()
+    rest = [t for t in info.trials if t.state != "COMPLETE"]
+    rows = (ranked + rest)[:limit]
+    params = sorted({name for t in rows for name in t.params})
+    extra = [m for m in ("test_accuracy", "test_loss") if any(m in t.metrics for t in rows)
+             and m != info.metric]
+    header = ["rank", "trial", "state", info.metric, *params, *extra, "seconds (run time)"]
+    columns: list[list[str]] = [
+        [str(i + 1) if t.state == "COMPLETE" else "-" for i, t in enumerate(rows)],
+        [f"#{t.number}" for t in rows],
+        [t.state.lower() for t in rows],
+        [_fmt(t.value) for t in rows],
+        *[[_fmt(t.params.get(p)) for t in rows] for p in params],
+        *[[_fmt(t.metrics.get(m)) for t in rows] for m in extra],
+        [_fmt(t.duration_s) for t in rows],
+    ]
+    fill = ["#e8f4e8" if i == 0 and t.state == "COMPLETE" else
+            "#fbe3e3" if t.state in ("PRUNED", "FAIL") else "white"
+            for i, t in enumerate(rows)]
+    figure = go.Figure(go.Table(
+        header={"values": [f"<b>{h}</b>" for h in header], "fill_color": "#dde5f0",
+                "align": "left"},
+        cells={"values": columns, "fill_color": [fill] * len(header), "align": "left",
+               "height": 24}))
+    title = (f"{info.name}: top {min(limit, len(ranked))} of {len(ranked)} complete trials by "
+             f"{info.metric} ({info.direction})")
+    figure.update_layout(title={"text": title, "x": 0.01}, margin={"t": 60, "l": 10, "r": 10})
+    height = max(300, 110 + 26 * (len(rows) + 1))
+    return ReportFigure("search_top_trials", f"{info.name}: top trials", figure, height=height)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

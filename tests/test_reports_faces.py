@@ -1,0 +1,136 @@
+"""reports/faces.py: figures 11 and 12 from face studies stored as the face objectives store them.
+
+The face objectives live on their own branch, so these studies are written through Optuna's
+API with the same records (config, metrics, ``test_predictions.json`` artifact, ``test_errors``)
+and real test images from the faces folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from PIL import Image
+
+from reports.build import BuildOptions, build
+from reports.data import StudyStore
+from reports.exercise import Context
+from reports.faces import figure_11, figure_12
+from search.storage import artifact_dir_for, open_storage
+
+MODES = ("scratch", "probe", "finetune")
+RATES = (0.01, 0.001, 0.0001)
+
+
+def accuracy_of(mode: str, lr: float) -> float:
+    """Made-up test accuracies: fine-tuning at 1e-4 best, scratch at 1e-2 worst."""
+    return round({"scratch": 0.5, "probe": 0.7, "finetune": 0.8}[mode]
+                 - 0.05 * math.log10(lr / 0.01), 3)
+
+
+def add_trial(study: optuna.Study, store: FileSystemArtifactStore, paths: list[str],
+              labels: np.ndarray, objective: str, config: dict, accuracy: float,
+              tmp: Path) -> None:
+    choices = {"mode": MODES, "lr": RATES}
+    study.enqueue_trial({key: config[key] for key in choices if key in config})
+    trial = study.ask()
+    for key in choices:
+        if key in config:
+            trial.suggest_categorical(key, list(choices[key]))
+    n_right = round(accuracy * len(paths))
+    right = np.zeros(len(paths), bool)
+    right[np.random.default_rng(len(paths) + n_right).permutation(len(paths))[:n_right]] = True
+    probs = np.where(right == (labels == 1), 0.9, 0.1)
+    file = tmp / f"{trial.number}.json"
+    file.write_text(json.dumps({"paths": paths, "labels": labels.tolist(),
+                                "probs": probs.tolist()}))
+    artifact = upload_artifact(artifact_store=store, file_path=str(file), study_or_trial=trial)
+    trial.set_user_attr("objective", objective)
+    trial.set_user_attr("config", {"backbone": "resnet18", **config})
+    trial.set_user_attr("metrics", {"val_accuracy": accuracy, "test_accuracy": accuracy})
+    trial.set_user_attr("artifacts", {"test_predictions.json": artifact})
+    rows = zip(paths, labels, probs, right, strict=True)
+    trial.set_user_attr("test_errors", [{"path": p, "label": int(y), "prob": float(q)}
+                                        for p, y, q, r in rows if not r])
+    trial.set_user_attr("history", {"val_accuracy": [accuracy]})
+    trial.report(accuracy, 0)
+    study.tell(trial, accuracy)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory, data_dir) -> str:
+    root = tmp_path_factory.mktemp("faces")
+    url = f"sqlite:///{root / 'studies.db'}"
+    faces = data_dir / "faces"
+    files = sorted((faces / "test").glob("*/*.png"))
+    paths = [str(f.relative_to(faces)) for f in files]
+    labels = np.array([int(f.parent.name.startswith("1")) for f in files])
+    store = FileSystemArtifactStore(str(artifact_dir_for(url)))
+    artifact_dir_for(url).mkdir()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cnn = optuna.create_study(study_name="cnn_modes", storage=open_storage(url),
+                              direction="maximize")
+    cnn.set_user_attr("metric", "val_accuracy")
+    for mode in MODES:
+        for lr in RATES:
+            add_trial(cnn, store, paths, labels, "resnet", {"mode": mode, "lr": lr},
+                      accuracy_of(mode, lr), root)
+    xgb = optuna.create_study(study_name="xgboost_defaults", storage=open_storage(url),
+                              direction="maximize")
+    add_trial(xgb, store, paths, labels, "xgboost", {"seed": 0}, 0.735, root)
+    return url
+
+
+def context(storage: str, data_dir: Path) -> Context:
+    store = StudyStore(storage)
+    return Context(store, {name: store.load(name) for name in store.names()}, data_dir)
+
+
+def test_table_marks_two_best_per_baseline_and_the_worst(storage, data_dir):
+    (item,) = figure_11(context(storage, data_dir))
+    table = item.figure.data[0]
+    header = [h.replace("<b>", "").replace("</b>", "") for h in table.header.values]
+    assert header == ["baseline", "lr 0.01", "lr 0.001", "lr 0.0001", "no learning rate"]
+    rows, *columns = table.cells.values
+    assert list(rows) == ["finetune (resnet18)", "probe (resnet18)", "scratch (resnet18)",
+                          "XGBoost (pixels)"]
+    cells = [list(row) for row in zip(*columns, strict=True)]
+    assert cells[0][2] == "<b>0.900</b> ★" and cells[0][0] == "0.800"  # finetune 1e-4 best
+    assert [sum("★" in c for c in row) for row in cells] == [2, 2, 2, 0]
+    assert cells[2][0] == "<b>0.500</b> (worst)"
+    assert cells[3] == ["-", "-", "-", "0.735"]
+
+
+def test_examples_are_right_for_the_best_and_wrong_for_the_worst(storage, data_dir):
+    (item,) = figure_12(context(storage, data_dir))
+    images = [t for t in item.figure.data if t.type == "image"]
+    assert len(images) == 5
+    assert all(np.asarray(t.z).ndim == 3 and np.asarray(t.z).std() > 10 for t in images)
+    captions = [a.text for a in item.figure.layout.annotations]
+    assert all("label: " in c and "best: " in c and "worst: " in c for c in captions)
+    for caption in captions:
+        label = caption.split("label: ")[1].split("<br>")[0]
+        assert caption.split("best: ")[1].startswith(label)
+        assert not caption.split("worst: ")[1].startswith(label)
+    assert "finetune (resnet18), lr 0.0001" in item.figure.layout.title.text
+
+
+def test_examples_say_so_when_the_images_are_missing(storage, tmp_path):
+    (item,) = figure_12(context(storage, tmp_path / "nowhere"))
+    notes = [a.text for a in item.figure.layout.annotations if "not found" in a.text]
+    assert notes and "--data-dir" in notes[0]
+
+
+def test_build_writes_both_face_figures_as_png(storage, data_dir, tmp_path):
+    result = build(BuildOptions(storage_url=storage, out=tmp_path, studies=("cnn_modes",),
+                                data_dir=data_dir, scale=1))
+    assert result.missing == []
+    for stem in ("fig11_faces_accuracy_table", "fig12_faces_examples"):
+        with Image.open(tmp_path / "cnn_modes" / f"{stem}.png") as image:
+            assert np.asarray(image.convert("L"), dtype=float).std() > 5
+    assert "fig12_faces_examples.html" in (tmp_path / "index.html").read_text()
