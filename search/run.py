@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,15 @@ def print_study_list() -> None:
         spec = load_study_spec(path)
         first_line = spec.description.splitlines()[0] if spec.description else ""
         print(f"{spec.name:22s} {spec.objective:14s} {first_line}")
+
+
+def _interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (kill, a scheduler's stop) like Ctrl-C: running trials end as FAIL."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,4 +188,5 @@ def _check_data(objective: str, data_dir: Path) -> None:
 
 
 if __name__ == "__main__":
+    _interrupt_on_sigterm()
     raise SystemExit(main())

@@ -100,7 +100,8 @@ def test_two_jobs_share_one_storage(data_dir, tmp_path, storage_kind):
             optuna.delete_study(study_name=name, storage=open_storage(url))
 
 
-def test_ctrl_c_fails_running_trials_and_the_next_run_resumes(data_dir, storage_url):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_stop_fails_running_trials_and_the_next_run_resumes(data_dir, storage_url, stop):
     args = ["--study", "mlp_grid", "--trials", "7", "--jobs", "2", "--storage", storage_url,
             "--data-dir", str(data_dir), "--no-progress", "--set", "epochs=200",
             "--set", "train_fraction=0.05"]
@@ -109,7 +110,10 @@ def test_ctrl_c_fails_running_trials_and_the_next_run_resumes(data_dir, storage_
                                stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_running_trials(storage_url, "mlp_grid", count=2, timeout=120)
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        if stop == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        else:
+            os.kill(process.pid, signal.SIGTERM)  # kill PID: only the parent is told
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
