@@ -31,6 +31,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CACHE_VERSION = 1
+MEMORY_SPLITS = 6  # decoded splits kept in memory per process (two views of three splits)
 
 _MEMORY: dict[str, FaceSplit] = {}
 
@@ -139,6 +140,8 @@ def load_split(data_dir: Path, split: str, view: ImageView,
         result = FaceSplit(images, labels, tuple(rel for rel, _ in items), fingerprint)
         save_cached(path, {"images": images, "labels": labels, "paths": list(result.paths)})
     _MEMORY[key] = result
+    while len(_MEMORY) > MEMORY_SPLITS:  # drop the oldest: a search may switch views often
+        _MEMORY.pop(next(iter(_MEMORY)))
     return result
 
 
