@@ -130,6 +130,8 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
         loss_sum, correct = 0.0, 0
         for first in range(0, len(order), config.batch_size):
             index = order[first:first + config.batch_size]
+            if len(index) == 1 and config.mode != "probe":
+                continue  # BatchNorm cannot train on a last batch of one image at small sizes
             target = y_train[index].to(device).float()
             logits = model(prepare(x_train[index]))
             loss = loss_fn(logits, target)
@@ -141,7 +143,8 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
             optimizer.step()
             loss_sum += float(loss.detach()) * len(index)
             correct += int(((logits.detach() > 0).float() == target).sum())
-        metrics = {"train_loss": loss_sum / len(order), "train_accuracy": correct / len(order)}
+        seen = len(order) - (len(order) % config.batch_size == 1 and config.mode != "probe")
+        metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen}
         seconds = time.perf_counter() - start
         for split in ("val", "test"):
             x, y = data[split]
