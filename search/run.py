@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="sampler seed (worker i uses SEED+i)")
     parser.add_argument("--data-dir", help="folder holding euro/ and faces/ "
                         "(default: $HPSEARCH_DATA, else ./data)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"),
+                        help="cache of decoded images and backbone features (default .cache)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a fixed setting (repeatable)")
     parser.add_argument("--sampler", help="override the sampler (tpe, random, cmaes, qmc, grid)")
@@ -132,7 +134,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         n_trials=args.trials if args.trials is not None else spec.trials, data_dir=data_dir,
         storage_url=args.storage, jobs=args.jobs, timeout=args.timeout, device=args.device,
         seed=args.seed, artifact_dir=args.artifact_dir, study_name=args.study_name,
-        threads=args.threads, progress=not args.no_progress, command=args.command)
+        threads=args.threads, cache_dir=args.cache_dir, progress=not args.no_progress,
+        command=args.command)
     _check_data(spec.objective, data_dir)
     print(f"study {options.study_name or spec.name}: objective {spec.objective}, "
           f"{spec.direction} {spec.metric}, sampler {spec.sampler.name}, pruner {spec.pruner.name}")

@@ -1,0 +1,212 @@
+"""CNNs on the faces (Part B of the exercise): a backbone with a ``Linear(D, 1)`` head.
+
+Modes:
+
+- ``scratch``: a randomly initialised backbone, everything trains; input resized to
+  ``image_size`` square, ToTensor, no normalisation (as in the exercise).
+- ``probe``: the ImageNet-pretrained backbone is frozen; its features of each split are computed
+  once and cached (``objectives.face_features``) and only the head trains on them.
+- ``finetune``: the pretrained backbone and the head all train.
+
+Pretrained modes use the backbone's own ImageNet transform. Loss is BCEWithLogits, accuracy
+is sigmoid > 0.5. Per epoch the objective reports train loss/accuracy (the running mean over
+the epoch's batches), validation and test loss/accuracy and validation AUC, then asks whether
+to stop. At the end it keeps every test prediction (see ``objectives.face_predictions``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from objectives.backbones import FEATURE_DIMS, build_backbone, input_view
+from objectives.errors import DivergedError
+from objectives.face_features import load_features
+from objectives.face_predictions import auc, record_test_predictions
+from objectives.faces_data import SPLITS, load_split, scratch_view, to_float
+from objectives.reporter import Reporter
+from objectives.runtime import Runtime
+
+DATASET = "faces"
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
+           "test_loss", "test_accuracy")
+EVAL_BATCH = 128  # no-grad evaluation batches; results do not depend on it
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters of one face CNN run (defaults: the exercise's fine-tuning baseline)."""
+
+    mode: Literal["scratch", "probe", "finetune"] = "finetune"
+    backbone: Literal["resnet18", "efficientnet_lite0"] = "resnet18"
+    weights: str | None = None  # local pretrained weights file (default: see backbones.py)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    epochs: int = 1
+    batch_size: int = 32
+    image_size: int = 224  # 224 as in the exercise; smaller for quick runs
+    seed: int = 42
+    train_fraction: float = 1.0  # train on a seeded subset of the training split (quick runs)
+
+
+class FaceNet(nn.Module):
+    """A backbone producing ``feature_dim`` features, then ``Linear(feature_dim, 1)``."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)).squeeze(1)
+
+
+@dataclass
+class Fitted:
+    """What ``fit`` produced: the trained model, its final metrics and test probabilities.
+
+    In probe mode ``model.backbone`` is ``nn.Identity`` (the model maps cached features to
+    logits); the frozen pretrained backbone is ``build_backbone(..., pretrained=True)``.
+    """
+
+    model: FaceNet
+    metrics: dict[str, float]
+    test_probs: np.ndarray
+
+
+def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
+    """Train one face model and return its final metrics."""
+    return fit(config, reporter, runtime).metrics
+
+
+def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
+    """Train one face model as ``config.mode`` says; see the module docstring."""
+    _check(config)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    device = torch.device(runtime.device)
+    feature_dim = FEATURE_DIMS[config.backbone]
+
+    if config.mode == "probe":
+        splits, origin = load_features(runtime.data_dir, config.backbone, config.weights,
+                                       config.image_size, runtime.device, runtime.cache_dir)
+        reporter.log("feature_cache", origin)
+        data = {s: (splits[s].features, splits[s].split.labels) for s in SPLITS}
+        paths = splits["test"].split.paths
+        torch.manual_seed(config.seed)  # the head's init must not depend on a cache hit
+        model = FaceNet(nn.Identity(), feature_dim).to(device)
+        prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x.to(device)  # noqa: E731
+    else:
+        pretrained = config.mode == "finetune"
+        backbone = build_backbone(config.backbone, pretrained=pretrained, weights=config.weights)
+        view = (input_view(config.backbone, config.image_size) if pretrained
+                else scratch_view(config.image_size))
+        images = {s: load_split(runtime.data_dir, s, view, runtime.cache_dir) for s in SPLITS}
+        data = {s: (images[s].images, images[s].labels) for s in SPLITS}
+        paths = images["test"].paths
+        torch.manual_seed(config.seed)
+        model = FaceNet(backbone, feature_dim).to(device)
+        prepare = lambda x: to_float(x.to(device), view)  # noqa: E731
+
+    optimizer = _make_optimizer(model, config)
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = torch.Generator().manual_seed(config.seed)
+    x_train, y_train = _subset(*data["train"], config)
+    metrics: dict[str, float] = {}
+    test_probs = np.zeros(0)
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(x_train.shape[0], generator=generator)
+        loss_sum, correct = 0.0, 0
+        for first in range(0, len(order), config.batch_size):
+            index = order[first:first + config.batch_size]
+            if len(index) == 1 and config.mode != "probe":
+                continue  # BatchNorm cannot train on a last batch of one image at small sizes
+            target = y_train[index].to(device).float()
+            logits = model(prepare(x_train[index]))
+            loss = loss_fn(logits, target)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"loss became {float(loss)} at epoch {epoch} batch "
+                                    f"{first // config.batch_size} (lr={config.lr})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(index)
+            correct += int(((logits.detach() > 0).float() == target).sum())
+        seen = len(order) - (len(order) % config.batch_size == 1 and config.mode != "probe")
+        metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen}
+        seconds = time.perf_counter() - start
+        for split in ("val", "test"):
+            x, y = data[split]
+            split_metrics, probs = _evaluate(model, x, y, prepare, split)
+            metrics.update(split_metrics)
+            if split == "val":
+                metrics["val_auc"] = auc(y.numpy(), probs)
+            else:
+                test_probs = probs
+        metrics["epoch_seconds"] = seconds
+        reporter.report(epoch, metrics)
+        if reporter.should_stop():
+            break
+
+    record_test_predictions(reporter, paths, data["test"][1].numpy(), test_probs)
+    return Fitted(model=model, metrics={k: metrics[k] for k in METRICS}, test_probs=test_probs)
+
+
+def _check(config: Config) -> None:
+    from objectives.errors import ConfigError
+
+    for key in ("epochs", "batch_size", "image_size"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key!r} must be at least 1, got {getattr(config, key)}")
+    if config.image_size < 32:
+        raise ConfigError(f"'image_size' must be at least 32 for the CNN backbones, got "
+                          f"{config.image_size}")
+    if not 0 < config.train_fraction <= 1:
+        raise ConfigError(f"'train_fraction' must be in (0, 1], got {config.train_fraction}")
+    if not config.lr > 0 or not math.isfinite(config.lr):
+        raise ConfigError(f"'lr' must be a positive number, got {config.lr}")
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, config: Config
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    if config.train_fraction >= 1.0:
+        return x, y
+    keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(config.seed))
+    keep = keep[: max(1, int(x.shape[0] * config.train_fraction))].sort().values
+    return x[keep], y[keep]
+
+
+def _make_optimizer(model: FaceNet, config: Config) -> torch.optim.Optimizer:
+    if config.mode == "probe":
+        for parameter in model.backbone.parameters():
+            parameter.requires_grad_(False)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              prepare: Callable[[torch.Tensor], torch.Tensor], split: str
+              ) -> tuple[dict[str, float], np.ndarray]:
+    """Loss and accuracy of a split in eval mode, and its predicted probabilities of fake."""
+    model.eval()
+    logits = torch.cat([model(prepare(x[i:i + EVAL_BATCH])).float().cpu()
+                        for i in range(0, x.shape[0], EVAL_BATCH)])
+    target = y.float()
+    loss = float(nn.functional.binary_cross_entropy_with_logits(logits, target))
+    accuracy = float(((logits > 0).float() == target).float().mean())
+    return {f"{split}_loss": loss, f"{split}_accuracy": accuracy}, torch.sigmoid(logits).numpy()

@@ -1,0 +1,72 @@
+"""The sklearn linear probe (the exercise's bonus): ``LogisticRegression`` on frozen features.
+
+The pretrained backbone's features of each split come from the shared feature cache
+(``objectives.face_features``), so this costs one backbone pass per split the first time and
+a logistic-regression fit afterwards. Defaults are sklearn's ``LogisticRegression()``;
+``C`` and ``max_iter`` can be searched. Reports once (step 0) and keeps the test predictions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from objectives.errors import ConfigError
+from objectives.face_features import load_features
+from objectives.face_predictions import auc, binary_metrics, record_test_predictions
+from objectives.reporter import Reporter
+from objectives.runtime import Runtime
+
+DATASET = "faces"
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
+           "test_loss", "test_accuracy")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one sklearn probe (defaults: ``LogisticRegression()`` on ResNet18 features)."""
+
+    backbone: Literal["resnet18", "efficientnet_lite0"] = "resnet18"
+    weights: str | None = None  # local pretrained weights file (default: see backbones.py)
+    image_size: int = 224
+    C: float = 1.0  # inverse regularisation strength (sklearn's default)
+    max_iter: int = 100  # lbfgs iterations (sklearn's default)
+    seed: int = 42  # recorded for provenance; lbfgs is deterministic
+
+
+def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
+    """Fit the probe on the training features and return its metrics on every split."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    if config.C <= 0 or config.max_iter < 1 or config.image_size < 32:
+        raise ConfigError(f"need C > 0, max_iter >= 1 and image_size >= 32; got C={config.C}, "
+                          f"max_iter={config.max_iter}, image_size={config.image_size}")
+    splits, origin = load_features(runtime.data_dir, config.backbone, config.weights,
+                                   config.image_size, runtime.device, runtime.cache_dir)
+    reporter.log("feature_cache", origin)
+    x = {name: s.features.numpy().astype(np.float64) for name, s in splits.items()}
+    y = {name: s.split.labels.numpy() for name, s in splits.items()}
+
+    if (config.C, config.max_iter) == (1.0, 100):
+        model = LogisticRegression()  # exactly the exercise's call
+    else:
+        model = LogisticRegression(C=config.C, max_iter=config.max_iter)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x["train"], y["train"])
+    reporter.log("converged", not any(issubclass(w.category, ConvergenceWarning)
+                                      for w in caught))
+
+    metrics: dict[str, float] = {}
+    probs = {}
+    for name in ("train", "val", "test"):
+        probs[name] = model.predict_proba(x[name])[:, 1]
+        metrics.update(binary_metrics(name, y[name], probs[name]))
+    metrics["val_auc"] = auc(y["val"], probs["val"])
+    reporter.report(0, metrics)
+    record_test_predictions(reporter, splits["test"].split.paths, y["test"], probs["test"])
+    return {key: metrics[key] for key in METRICS}
