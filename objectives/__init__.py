@@ -43,6 +43,7 @@ class Objective:
     dataset: str
     run: Callable[..., Mapping[str, float]]
     fit: Callable[..., Any] | None = None  # -> (model, metrics) or an object with both
+    preflight: Callable[..., None] | None = None  # (config, runtime): raise before any trial
 
     def make_config(self, values: Mapping[str, Any], *, source: str = "config") -> Any:
         from objectives.config import make_config
@@ -59,4 +60,5 @@ def get_objective(name: str) -> Objective:
     module = importlib.import_module(OBJECTIVES[name])
     return Objective(name=name, config_cls=module.Config, metrics=tuple(module.METRICS),
                      dataset=module.DATASET, run=module.run,
-                     fit=getattr(module, "fit", None))
+                     fit=getattr(module, "fit", None),
+                     preflight=getattr(module, "preflight", None))

@@ -94,6 +94,21 @@ def weights_source(name: str, weights: str | None) -> str:
     return str(path)
 
 
+def check_weights(name: str, weights: str | None) -> None:
+    """Raise the ``ConfigError`` that building the pretrained ``name`` would raise, now.
+
+    ResNet18 weights are looked up as ``build_backbone`` does (file, torch's cache, download,
+    which then fills the cache); EfficientNet-Lite0's come from its package or ``weights``.
+    """
+    _check_name(name)
+    if name == "resnet18":
+        _resnet18_state_dict(weights)
+    elif weights:
+        _read_state_dict(Path(weights).expanduser())
+    else:
+        _efficientnet_package_file()
+
+
 def _check_name(name: str) -> None:
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

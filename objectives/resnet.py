@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from objectives.backbones import FEATURE_DIMS, build_backbone, input_view
+from objectives.backbones import FEATURE_DIMS, build_backbone, check_weights, input_view
 from objectives.errors import DivergedError
 from objectives.face_features import load_features
 from objectives.face_predictions import auc, record_test_predictions
@@ -86,6 +86,13 @@ class Fitted:
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
     """Train one face model and return its final metrics."""
     return fit(config, reporter, runtime).metrics
+
+
+def preflight(config: Config, runtime: Runtime) -> None:
+    """Before any trial: check the settings and that pretrained weights can be had."""
+    _check(config)
+    if config.mode != "scratch":
+        check_weights(config.backbone, config.weights)
 
 
 def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:

@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from objectives.backbones import check_weights
 from objectives.errors import ConfigError
 from objectives.face_features import load_features
 from objectives.face_predictions import auc, binary_metrics, record_test_predictions
@@ -35,6 +36,11 @@ class Config:
     C: float = 1.0  # inverse regularisation strength (sklearn's default)
     max_iter: int = 100  # lbfgs iterations (sklearn's default)
     seed: int = 42  # recorded for provenance; lbfgs is deterministic
+
+
+def preflight(config: Config, runtime: Runtime) -> None:
+    """Before any trial: the backbone's pretrained weights must be available."""
+    check_weights(config.backbone, config.weights)
 
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from objectives.errors import ConfigError, HPSearchError
-from objectives.runtime import resolve_data_dir
-from search.spec import list_studies, load_study_spec
+from objectives.runtime import Runtime, resolve_data_dir, resolve_device
+from search.spec import StudySpec, list_studies, load_study_spec
 from search.storage import DEFAULT_STORAGE
 
 
@@ -137,6 +137,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         threads=args.threads, cache_dir=args.cache_dir, progress=not args.no_progress,
         command=args.command)
     _check_data(spec.objective, data_dir)
+    preflight(spec, Runtime(data_dir=data_dir, device=resolve_device(args.device),
+                            cache_dir=args.cache_dir))
     print(f"study {options.study_name or spec.name}: objective {spec.objective}, "
           f"{spec.direction} {spec.metric}, sampler {spec.sampler.name}, pruner {spec.pruner.name}")
     print(f"fixed: {dict(spec.fixed)}")
@@ -173,6 +175,30 @@ def _ray_options(args: argparse.Namespace) -> Any:
     return RayOptions(address=args.ray_address, num_cpus=args.ray_cpus,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                       max_concurrent=args.max_concurrent, scheduler=scheduler)
+
+
+def preflight(spec: StudySpec, runtime: Runtime) -> None:
+    """Let the objective refuse the study before any trial runs (say, missing weights)."""
+    from objectives import get_objective
+
+    check = get_objective(spec.objective).preflight
+    if check is None:
+        return
+    objective = get_objective(spec.objective)
+    seen = set()
+    for values in spec.candidate_configs():
+        config = objective.make_config(values, source=str(spec.path or spec.name))
+        if config in seen:
+            continue
+        seen.add(config)
+        try:
+            check(config, runtime)
+        except ConfigError as exc:
+            searched = {k: values[k] for k in spec.searched_keys() if k in values}
+            if not searched:
+                raise
+            raise ConfigError(f"{exc} (needed for the searched values {searched}; or remove "
+                              f"them from a copy of {spec.path or spec.name})") from None
 
 
 def _check_data(objective: str, data_dir: Path) -> None:

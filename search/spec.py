@@ -17,6 +17,7 @@ A grid is either a product of value lists (``grid: {lr: [1.0, 0.01]}``) or a lis
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,11 @@ class StudySpec:
             raise ConfigError(f"--sampler grid needs a study with a grid; {self.name} has a "
                               "search space; use tpe, random, cmaes or qmc")
         return dataclasses.replace(self, **changes)
+
+    def candidate_configs(self) -> list[dict[str, Any]]:
+        """Configs (as dicts) that cover every searched value: for checks before a run."""
+        variations = _variations(self.space, self.grid, self.grid_points) or [{}]
+        return [{**self.fixed, **values} for values in variations]
 
     def searched_keys(self) -> list[str]:
         if self.grid_points is not None:
@@ -317,17 +323,28 @@ def _check_searched_values(objective: Any, fixed: Mapping[str, Any],
                            space: tuple[ParamSpec, ...], grid: Mapping[str, Any] | None,
                            grid_points: tuple[Mapping[str, Any], ...] | None, where: str) -> None:
     """Every choice, grid value and range bound must make a valid config."""
+    for values in _variations(space, grid, grid_points):
+        objective.make_config({**fixed, **values}, source=f"{where}: searched value")
+
+
+def _variations(space: tuple[ParamSpec, ...], grid: Mapping[str, Any] | None,
+                grid_points: tuple[Mapping[str, Any], ...] | None) -> list[dict[str, Any]]:
+    """Each searched value on its own: every choice, range bound, grid value and grid point."""
     candidates: list[dict[str, Any]] = []
     for param in space:
         values = param.choices or (param.low, param.high)
         if param.type == "int":
             values = tuple(int(v) for v in values)
         candidates += [{param.name: v} for v in values]
-    for name, values in (grid or {}).items():
-        candidates += [{name: v} for v in values]
+    if grid and math.prod(len(v) for v in grid.values()) <= 64:
+        names = list(grid)
+        candidates += [dict(zip(names, combo, strict=True))
+                       for combo in itertools.product(*grid.values())]
+    else:
+        for name, values in (grid or {}).items():
+            candidates += [{name: v} for v in values]
     candidates += [dict(p) for p in grid_points or ()]
-    for values in candidates:
-        objective.make_config({**fixed, **values}, source=f"{where}: searched value")
+    return candidates
 
 
 def _component(raw: Any, allowed: tuple[str, ...], key: str, where: str) -> ComponentSpec:

@@ -16,8 +16,8 @@ CAT_CLASSES = set(range(281, 286))  # ImageNet tabby, tiger cat, Persian, Siames
 
 def _cat_batch(view) -> torch.Tensor:
     """scikit-image's bundled photo of Chelsea the cat, through the backbone's own transform."""
-    data = pytest.importorskip("skimage.data")
     from PIL import Image
+    from skimage import data
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 

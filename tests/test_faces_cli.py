@@ -16,6 +16,7 @@ from objectives import get_objective
 from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime
 from search.storage import artifact_dir_for
+from tests.cli_helpers import assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,9 +95,17 @@ def test_missing_resnet18_weights_stop_the_cli_with_an_error(data_dir: Path, sto
                      "--data-dir", str(data_dir), "--set", "image_size=32",
                      "--set", f"weights={tmp_path / 'resnet18.pth'}",
                      cache_dir=tmp_path / "cache")
-    assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: weights file") and "resnet18.pth not found" in last
+    assert_one_line_error(result, "resnet18.pth not found")
+    assert optuna.get_all_study_names(storage_url) == []  # refused before any trial
+
+
+def test_cnn_modes_refuses_to_start_without_resnet18_weights(data_dir: Path, storage_url: str,
+                                                             tmp_path: Path):
+    result = run_cli("--study", "cnn_modes", "--storage", storage_url, "--data-dir",
+                     str(data_dir), "--set", f"weights={tmp_path / 'none.pth'}",
+                     cache_dir=tmp_path / "cache")
+    assert_one_line_error(result, "none.pth not found")
+    assert optuna.get_all_study_names(storage_url) == []  # not even the scratch trials ran
 
 
 @pytest.mark.slow
