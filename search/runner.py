@@ -233,7 +233,8 @@ def _run_worker(work: _Work, index: int, tickets: Any, emit: Callable[[Event], N
     import torch
 
     torch.set_num_threads(work.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are reported as one line by the parent, not as Optuna's traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     seed = None if work.seed is None else work.seed + index
     sampler = make_sampler(work.spec, seed)
     study = optuna.load_study(study_name=work.study_name, storage=open_storage(work.storage_url),
@@ -258,7 +259,9 @@ def _run_worker(work: _Work, index: int, tickets: Any, emit: Callable[[Event], N
         if trial_ids:
             trial = study._storage.get_trial(trial_ids[0])
             emit(("trial", {"number": trial.number, "state": trial.state.name,
-                            "value": trial.value}))
+                            "value": trial.value,
+                            "note": trial.user_attrs.get("error")
+                            or trial.user_attrs.get("pruned_reason", "")}))
 
 
 def _remember(objective: TrialRunner, trial_ids: list[int]) -> Callable[[optuna.Trial], float]:
@@ -353,6 +356,11 @@ class _Progress:
             self.error = payload["message"]
             return
         state, value = payload["state"], payload["value"]
+        note = payload.get("note") or ""
+        if state == "FAIL" or note.startswith("diverged"):
+            verb = "failed" if state == "FAIL" else "pruned"
+            self.bar.write(f"trial {payload['number']} {verb}: {note.splitlines()[0]}"
+                           if note else f"trial {payload['number']} {verb}")
         self.counts[state] = self.counts.get(state, 0) + 1
         if state == "COMPLETE" and value is not None and (
                 self.best is None or (value > self.best if self.maximize else value < self.best)):

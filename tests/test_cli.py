@@ -197,3 +197,20 @@ def test_timeout_stops_starting_trials(data_dir, storage_url):
     assert result.returncode == 0, result.stderr
     assert "stopped by timeout" in result.stdout
     assert len(_trials(storage_url, "mlp_demo")) < 50
+
+
+def test_failing_trials_are_recorded_and_the_run_goes_on(data_dir, storage_url, tmp_path):
+    study = tmp_path / "fails.yaml"
+    study.write_text("description: x above 0.5 fails\nobjective: toy\nmetric: val_loss\n"
+                     "direction: minimize\nfixed: {fail_above: 0.5, steps: 2}\n"
+                     "space: {x: {type: float, low: 0.0, high: 1.0}}\n")
+    result = run_cli("--study", str(study), "--trials", "6", "--seed", "3", "--storage",
+                     storage_url, "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    trials = _trials(storage_url, "fails")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(trials) == 6 and failed and len(failed) < 6
+    for trial in failed:
+        assert trial.params["x"] > 0.5 and "RuntimeError" in trial.user_attrs["error"]
+        assert f"trial {trial.number} failed: RuntimeError" in result.stdout
