@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class Config:
     C: float = 1.0  # inverse regularisation strength (sklearn's default)
     max_iter: int = 100  # lbfgs iterations (sklearn's default)
     seed: int = 42  # recorded for provenance; lbfgs is deterministic
+    train_on: Literal["train", "train+val"] = "train"  # train+val: final retraining only
 
 
 def preflight(config: Config, runtime: Runtime) -> None:
@@ -45,6 +46,11 @@ def preflight(config: Config, runtime: Runtime) -> None:
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
     """Fit the probe on the training features and return its metrics on every split."""
+    return fit(config, reporter, runtime)[1]
+
+
+def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[Any, dict[str, float]]:
+    """``run`` that also returns the fitted ``LogisticRegression`` (for final retraining)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -63,7 +69,7 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
         model = LogisticRegression(C=config.C, max_iter=config.max_iter)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(x["train"], y["train"])
+        model.fit(*_training_set(x, y, config.train_on))
     reporter.log("converged", not any(issubclass(w.category, ConvergenceWarning)
                                       for w in caught))
 
@@ -75,4 +81,11 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
     metrics["val_auc"] = auc(y["val"], probs["val"])
     reporter.report(0, metrics)
     record_test_predictions(reporter, splits["test"].split.paths, y["test"], probs["test"])
-    return {key: metrics[key] for key in METRICS}
+    return model, {key: metrics[key] for key in METRICS}
+
+
+def _training_set(x: dict[str, np.ndarray], y: dict[str, np.ndarray], train_on: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    if train_on == "train+val":  # validation metrics are then not held out
+        return np.concatenate([x["train"], x["val"]]), np.concatenate([y["train"], y["val"]])
+    return x["train"], y["train"]

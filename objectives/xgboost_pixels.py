@@ -10,7 +10,7 @@ read from XGBoost's own evaluation log, and stops boosting when the runner asks 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xgboost
@@ -43,10 +43,17 @@ class Config:
     crop: int = 64  # centre crop: crop x crop x 3 features
     report_every: int = 10  # rounds between reports (pruning checks)
     seed: int = 0  # XGBClassifier's default random_state
+    train_on: Literal["train", "train+val"] = "train"  # train+val: final retraining only
 
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
     """Boost on the training pixels and return the final metrics."""
+    return fit(config, reporter, runtime)[1]
+
+
+def fit(config: Config, reporter: Reporter, runtime: Runtime
+        ) -> tuple[xgboost.XGBClassifier, dict[str, float]]:
+    """``run`` that also returns the fitted ``XGBClassifier`` (for final retraining)."""
     _check(config)
     view = xgboost_view(config.resize, config.crop)
     splits = {s: load_split(runtime.data_dir, s, view, runtime.cache_dir) for s in SPLITS}
@@ -61,7 +68,11 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
         random_state=config.seed, n_jobs=_threads(),
         device="cuda" if runtime.device.startswith("cuda") else "cpu",
         eval_metric=["logloss", "error"], callbacks=[_ReportCallback(reporter, config)])
-    model.fit(x["train"], y["train"], eval_set=[(x[s], y[s]) for s in SPLITS], verbose=False)
+    x_fit, y_fit = x["train"], y["train"]
+    if config.train_on == "train+val":  # validation metrics are then not held out
+        x_fit, y_fit = np.concatenate([x["train"], x["val"]]), np.concatenate([y["train"],
+                                                                               y["val"]])
+    model.fit(x_fit, y_fit, eval_set=[(x[s], y[s]) for s in SPLITS], verbose=False)
 
     metrics: dict[str, float] = {}
     probs = {s: model.predict_proba(x[s])[:, 1] for s in SPLITS}
@@ -70,7 +81,7 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
     metrics["val_auc"] = auc(y["val"], probs["val"])
     reporter.log("rounds", int(model.get_booster().num_boosted_rounds()))
     record_test_predictions(reporter, splits["test"].paths, y["test"], probs["test"])
-    return {key: metrics[key] for key in METRICS}
+    return model, {key: metrics[key] for key in METRICS}
 
 
 def pixels(split: FaceSplit) -> np.ndarray:
