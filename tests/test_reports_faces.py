@@ -1,8 +1,9 @@
-"""reports/faces.py: figures 11 and 12 from face studies stored as the face objectives store them.
+"""reports/faces.py: figures 11 and 12 from face studies.
 
-The face objectives live on their own branch, so these studies are written through Optuna's
-API with the same records (config, metrics, ``test_predictions.json`` artifact, ``test_errors``)
-and real test images from the faces folder.
+Most tests here write studies through Optuna's API with the face objectives' records (config,
+metrics, ``test_predictions.json`` artifact, ``test_errors``), real test images and made-up
+accuracies, so the marking of best and worst can be checked against known values; the last
+test trains a real tiny ``cnn_modes`` grid and builds the figures from it.
 """
 
 from __future__ import annotations
@@ -134,3 +135,33 @@ def test_build_writes_both_face_figures_as_png(storage, data_dir, tmp_path):
         with Image.open(tmp_path / "cnn_modes" / f"{stem}.png") as image:
             assert np.asarray(image.convert("L"), dtype=float).std() > 5
     assert "fig12_faces_examples.html" in (tmp_path / "index.html").read_text()
+
+
+def test_figures_from_a_real_tiny_cnn_modes_grid(data_dir, tmp_path, monkeypatch):
+    from search.runner import RunOptions, run_study
+    from search.spec import load_study_spec
+
+    monkeypatch.setenv("HPSEARCH_OFFLINE", "1")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = load_study_spec("cnn_modes").with_overrides(fixed={
+        "backbone": "efficientnet_lite0", "image_size": 32, "train_fraction": 0.25})
+    summary = run_study(spec, RunOptions(n_trials=15, data_dir=data_dir, storage_url=url,
+                                         device="cpu", cache_dir=tmp_path / "cache",
+                                         progress=False))
+    assert summary.complete == 15
+
+    (table,) = figure_11(context(url, data_dir))
+    rows, *columns = table.figure.data[0].cells.values
+    assert sorted(rows) == ["finetune (efficientnet_lite0)", "probe (efficientnet_lite0)",
+                            "scratch (efficientnet_lite0)"]
+    assert all(len(column) == 3 for column in columns) and len(columns) == 5  # 5 rates
+    study = optuna.load_study(study_name="cnn_modes", storage=url)
+    recorded = {f"{t.user_attrs['metrics']['test_accuracy']:.3f}" for t in study.trials}
+    shown = {c.replace("<b>", "").replace("</b>", "").split()[0] for col in columns for c in col}
+    assert shown == recorded
+
+    result = build(BuildOptions(storage_url=url, out=tmp_path / "out", studies=("cnn_modes",),
+                                data_dir=data_dir, scale=1))
+    assert result.missing == []
+    with Image.open(tmp_path / "out" / "cnn_modes" / "fig12_faces_examples.png") as image:
+        assert np.asarray(image.convert("L"), dtype=float).std() > 5
