@@ -215,7 +215,9 @@ def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = N
         raise ConfigError(f"{where}: 'sampler' grid goes with 'grid'/'grid_points' and only with "
                           f"them, got sampler {sampler.name!r}")
     pruner = _component(raw.get("pruner", "none"), PRUNERS, "pruner", where)
-    trials = raw.get("trials", len(grid_points) if grid_points else 20)
+    grid_size = (len(grid_points) if grid_points else
+                 math.prod(len(v) for v in grid.values()) if grid else 0)
+    trials = raw.get("trials", grid_size or 20)  # a grid's default: the whole grid
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"{where}: 'trials' must be a positive integer, got {trials!r}")
     scheduler = raw.get("scheduler") or {}
