@@ -183,7 +183,7 @@ def _run_plain(spec, storage_url: str, n: int, data_dir: Path) -> None:
     ray.init(num_cpus=CONCURRENCY, include_dashboard=False)
     with tempfile.TemporaryDirectory() as tmp:
         tune.Tuner(
-            tune.with_parameters(_plain_trainable, spec=spec, data_dir=data_dir,
+            tune.with_parameters(_plain_trainable, spec=spec, data_dir=data_dir.resolve(),
                                  timing_file=storage_url.removeprefix("sqlite:///")
                                  + ".durations"),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
