@@ -28,6 +28,7 @@ from objectives import Objective, get_objective
 from objectives.config import config_to_dict
 from objectives.errors import ConfigError, HPSearchError
 from search.provenance import software_versions
+from search.spec import read_yaml_mapping
 from search.storage import DEFAULT_STORAGE, load_existing_study, require_existing_storage
 from search.trial import GRID_POINT_PARAM
 
@@ -136,13 +137,8 @@ def load_exported(path: Path) -> Exported:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; export one with python -m "
                           "search.export --study NAME")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: an exported config must be a mapping with keys "
-                          f"{', '.join(REQUIRED_KEYS)}")
+    raw = read_yaml_mapping(path, "an exported config must be a mapping with keys "
+                                  f"{', '.join(REQUIRED_KEYS)}")
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise ConfigError(f"{path}: missing key {key!r}; an exported config needs "

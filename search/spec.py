@@ -148,14 +148,20 @@ def find_study(name_or_path: str, spaces_dir: Path = SPACES_DIR) -> Path:
 def load_study_spec(name_or_path: str | Path, spaces_dir: Path = SPACES_DIR) -> StudySpec:
     """Load and check a study file; see the module docstring for its format."""
     path = find_study(str(name_or_path), spaces_dir)
+    raw = read_yaml_mapping(path, "a study file must be a mapping of keys such as objective, "
+                                  "metric, fixed and space")
+    return parse_study_spec(raw, name=path.stem, path=path)
+
+
+def read_yaml_mapping(path: Path, not_a_mapping: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a ConfigError names the file on bad YAML or shape."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a study file must be a mapping of keys such as objective, "
-                          "metric, fixed and space")
-    return parse_study_spec(raw, name=path.stem, path=path)
+        raise ConfigError(f"{path}: {not_a_mapping}")
+    return raw
 
 
 def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = None
