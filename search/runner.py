@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,9 @@ def create_or_load_study(spec: StudySpec, study_name: str, options: RunOptions) 
                           f"{existing!r}, not {spec.objective!r}; use --study-name for a new one")
     study.set_user_attr("objective", spec.objective)
     study.set_user_attr("metric", spec.metric)
+    with warnings.catch_warnings():  # set_metric_names is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])  # the dashboard's axes say val_accuracy
     study.set_user_attr("description", spec.description)
     study.set_user_attr("fixed", dict(spec.fixed))
     study.set_user_attr("searched", spec.searched_keys())
