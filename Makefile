@@ -7,11 +7,15 @@ DATA_DIR ?= $(if $(HPSEARCH_DATA),$(HPSEARCH_DATA),data)
 
 .PHONY: setup setup-dev demo dashboard test lint bench bench-ray
 
+export PIP_ROOT_USER_ACTION = ignore
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
 setup:
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e ".[ray,postgres]"
 
-setup-dev: setup
+setup-dev:
+	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e ".[ray,postgres,dev]"
 	bash scripts/install-system-deps.sh
 
