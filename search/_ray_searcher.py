@@ -38,13 +38,14 @@ class OptunaAskSearcher(Searcher):
         spec: The study file (its space or grid).
         run_id: Stored on each trial as the ``run_id`` user attribute.
         n_trials: Trials to create before answering ``FINISHED``.
-        on_done: Called with ``(number, state name, value)`` when a trial ends.
+        on_done: Called with ``(number, state name, value, note)`` when a trial ends; the note
+            is its error or pruning reason.
         deadline: ``time.time()`` after which no trial starts (running ones finish, as with
             the local backend's ``--timeout``).
     """
 
     def __init__(self, study: optuna.Study, spec: StudySpec, run_id: str, n_trials: int,
-                 on_done: Callable[[int, str, float | None], None],
+                 on_done: Callable[[int, str, float | None, str], None],
                  deadline: float | None = None):
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize"
                          else "min")
@@ -86,7 +87,8 @@ class OptunaAskSearcher(Searcher):
         message = trial.system_attrs.get(HPSEARCH_ERROR_ATTR)
         if message is not None and self.error is None:
             self.error = str(message)
-        self.on_done(trial.number, trial.state.name, trial.value)
+        note = trial.user_attrs.get("error") or trial.user_attrs.get("pruned_reason", "")
+        self.on_done(trial.number, trial.state.name, trial.value, note)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage is the searcher's state."""

@@ -198,8 +198,9 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
         use_study_pruner=not use_asha)
     data = _put_data(ray, spec, setup.data_dir)
 
-    def on_done(number: int, state: str, value: float | None) -> None:
-        progress.handle(("trial", {"number": number, "state": state, "value": value}))
+    def on_done(number: int, state: str, value: float | None, note: str) -> None:
+        progress.handle(("trial", {"number": number, "state": state, "value": value,
+                                   "note": note}))
 
     searcher = OptunaAskSearcher(study, spec, run_id, n_trials, on_done,
                                  deadline=time.time() + options.timeout if options.timeout

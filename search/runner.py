@@ -180,11 +180,15 @@ def fail_running_trials(study: optuna.Study, run_id: str) -> int:
     storage = study._storage
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("run_id") == run_id:
+        if trial.user_attrs.get("run_id") != run_id:
+            continue
+        try:
             storage.set_trial_user_attr(trial._trial_id, "error", "interrupted: the run was "
                                         "stopped or its worker died before the trial ended")
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             count += 1
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # its worker recorded the end itself after our list was read
     return count
 
 

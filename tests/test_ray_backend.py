@@ -97,7 +97,7 @@ def test_asha_stopped_trials_are_pruned_with_their_curves(local_ray, storage_url
 
 
 def test_failing_and_killed_trials_are_fail_and_the_run_goes_on(local_ray, storage_url,
-                                                                 data_dir):
+                                                                 data_dir, capsys):
     spec = load_study_spec(STUDIES / "toy_faults.yaml")
     summary = run_study_ray(spec, _options(storage_url, data_dir, 4), RAY_2_CPUS)
     by_x = {t.params["x"]: t for t in _trials(storage_url, spec.name)}
@@ -108,6 +108,9 @@ def test_failing_and_killed_trials_are_fail_and_the_run_goes_on(local_ray, stora
     assert by_x[2.5].state == TrialState.FAIL  # its worker process was killed
     assert by_x[2.5].user_attrs["error"].startswith("worker died")
     assert (summary.complete, summary.failed) == (2, 2)
+    printed = capsys.readouterr().out  # one line per failed trial, with its reason
+    assert f"trial {by_x[3.5].number} failed: RuntimeError: toy objective" in printed
+    assert f"trial {by_x[2.5].number} failed: worker died" in printed
 
 
 def test_a_study_moves_between_local_and_ray(local_ray, storage_url, data_dir):
