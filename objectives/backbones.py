@@ -18,6 +18,7 @@ Weights are never silently random when pretrained ones were asked for:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,11 +95,13 @@ def weights_source(name: str, weights: str | None) -> str:
     return str(path)
 
 
+@functools.cache
 def check_weights(name: str, weights: str | None) -> None:
     """Raise the ``ConfigError`` that building the pretrained ``name`` would raise, now.
 
     ResNet18 weights are looked up as ``build_backbone`` does (file, torch's cache, download,
     which then fills the cache); EfficientNet-Lite0's come from its package or ``weights``.
+    A success is remembered, so a grid's many probe/fine-tune configs read the file once.
     """
     _check_name(name)
     if name == "resnet18":
