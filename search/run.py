@@ -181,10 +181,10 @@ def preflight(spec: StudySpec, runtime: Runtime) -> None:
     """Let the objective refuse the study before any trial runs (say, missing weights)."""
     from objectives import get_objective
 
-    check = get_objective(spec.objective).preflight
+    objective = get_objective(spec.objective)
+    check = objective.preflight
     if check is None:
         return
-    objective = get_objective(spec.objective)
     seen = set()
     for values in spec.candidate_configs():
         config = objective.make_config(values, source=str(spec.path or spec.name))
