@@ -5,16 +5,26 @@ artifact folder that ``search.run`` writes, and each study's page shows its note
 file's description, the command, the data fingerprint). The server binds to 127.0.0.1 unless
 ``--host`` says otherwise; ``--port 0`` picks a free port. The first line printed is the address.
 
+optuna-dashboard has no login, and its API edits notes and deletes studies with their
+artifact files. So the dashboard is read-only unless ``--allow-writes`` is given: every
+request but GET and HEAD gets HTTP 405 with a one-line JSON ``reason`` (which the page shows).
+Bound to an address other than loopback it warns, on stderr, that anyone on the network can
+reach it.
+
 Examples::
 
     python -m search.dashboard
     python -m search.dashboard --storage sqlite:///lr.db --port 8081
+    python -m search.dashboard --allow-writes    # notes and deletions on
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -26,6 +36,37 @@ from search.storage import (
     open_storage,
     require_existing_storage,
 )
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def read_only(app: WSGIApp) -> WSGIApp:
+    """WSGI middleware: GET and HEAD go to ``app``; any other method gets 405 and a JSON
+    ``{"reason": ...}`` (the front end shows it) saying how to allow writes."""
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        if method in READ_METHODS:
+            return app(environ, start_response)
+        reason = (f"read-only dashboard: {method} refused (it would change the storage); "
+                  "restart it with `python -m search.dashboard --allow-writes` to edit notes "
+                  "or delete studies")
+        body = json.dumps({"reason": reason}).encode()
+        start_response("405 Method Not Allowed", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("Allow", "GET, HEAD")])
+        return [body]
+
+    return guarded
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bound address is reachable from this machine only (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -41,15 +82,18 @@ class _QuietHandler(WSGIRequestHandler):
         return
 
 
-def make_app(storage_url: str, artifact_dir: Path | None = None):  # -> WSGI application
-    """The dashboard's WSGI app for ``storage_url`` with its artifact folder."""
+def make_app(storage_url: str, artifact_dir: Path | None = None, *,
+             allow_writes: bool = False) -> WSGIApp:
+    """The dashboard's WSGI app for ``storage_url`` with its artifact folder; read-only
+    (``read_only``) unless ``allow_writes``."""
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import wsgi
 
     require_existing_storage(storage_url)
     folder = artifact_dir or artifact_dir_for(storage_url)
     folder.mkdir(parents=True, exist_ok=True)
-    return wsgi(open_storage(storage_url), artifact_store=FileSystemArtifactStore(str(folder)))
+    app = wsgi(open_storage(storage_url), artifact_store=FileSystemArtifactStore(str(folder)))
+    return app if allow_writes else read_only(app)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the network)")
     parser.add_argument("--port", type=int, default=8080,
                         help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--allow-writes", action="store_true",
+                        help="let the page edit notes and delete studies and artifacts "
+                        "(default: read-only, every request but GET/HEAD is refused)")
     return parser
 
 
@@ -73,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not 0 <= args.port <= 65535:
             raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
-        app = make_app(args.storage, args.artifact_dir)
+        app = make_app(args.storage, args.artifact_dir, allow_writes=args.allow_writes)
         try:
             server = make_server(args.host, args.port, app, server_class=_ThreadingServer,
                                  handler_class=_QuietHandler)
@@ -86,8 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"optuna-dashboard on http://{shown}:{port}/dashboard/", flush=True)
+    mode = ("writes allowed (notes, deletions)" if args.allow_writes
+            else "read-only (--allow-writes allows notes and deletions)")
     print(f"storage {args.storage}, artifacts in "
-          f"{args.artifact_dir or artifact_dir_for(args.storage)}; Ctrl-C stops it", flush=True)
+          f"{args.artifact_dir or artifact_dir_for(args.storage)}; {mode}; Ctrl-C stops it",
+          flush=True)
+    if not is_loopback(host):
+        who = "anyone there can read" + (" and delete" if args.allow_writes else "")
+        print(f"warning: listening on {shown}: the dashboard is reachable from the network with "
+              f"no login ({who} every study); --host 127.0.0.1 keeps it local",
+              file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
