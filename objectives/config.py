@@ -1,21 +1,71 @@
-"""Build an objective's frozen config dataclass from plain values, checking keys and types.
+"""Build an objective's frozen config dataclass from plain values, checking keys, types, ranges.
 
 Every objective's config is a frozen dataclass with a default for each field. Study files,
-``--set`` overrides and exported YAML all go through ``make_config``, so a misspelt key or a
-value of the wrong type fails before any training starts, with one line naming the key.
+``--set`` overrides, trial parameters and exported YAML all go through ``make_config``, so a
+misspelt key, a value of the wrong type or out of range fails before any training starts, with
+one line naming the source, the key, the rule and the value.
+
+Ranges are declared, not coded: a config class lists them in a ``RANGES`` class attribute
+(``{"epochs": at_least(1), "lr": above(0)}``), and may add rules that tie several keys together
+in a ``check(self)`` method raising ``ConfigError``. Every float must also be finite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from objectives.errors import ConfigError
 
 C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric config key: an interval whose ends are open or closed.
+
+    ``Range()`` admits any finite number; ``at_least(1)`` is ``>= 1``, ``above(0)`` is ``> 0``
+    and ``Range(0, 1, high_open=True)`` is ``[0, 1)``. NaN is never inside.
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above_low = value > self.low if self.low_open else value >= self.low
+        below_high = value < self.high if self.high_open else value <= self.high
+        return above_low and below_high
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.low == -math.inf:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return (f"in {'(' if self.low_open else '['}{self.low}, {self.high}"
+                f"{')' if self.high_open else ']'}")
+
+
+def at_least(low: float) -> Range:
+    """``>= low``."""
+    return Range(low=low)
+
+
+def above(low: float) -> Range:
+    """``> low``."""
+    return Range(low=low, low_open=True)
+
+
+ANY = Range()  # any finite number
+SEED = Range(0, 2**32 - 1)  # what numpy.random.seed accepts
+FRACTION = Range(0, 1, low_open=True)  # (0, 1]: a share of the data
+MOMENTUM = Range(0, 1, high_open=True)  # [0, 1)
 
 
 def config_fields(config_cls: type) -> dict[str, Any]:
@@ -33,7 +83,8 @@ def make_config(config_cls: type[C], values: Mapping[str, Any], *, source: str =
         source: What the values came from, for error messages (a file name, ``--set``).
 
     Raises:
-        ConfigError: an unknown key, or a value that does not fit the field's type.
+        ConfigError: an unknown key, a value that does not fit the field's type, a value
+            outside the field's range (or not finite), or keys that do not fit together.
     """
     fields = config_fields(config_cls)
     unknown = sorted(set(values) - set(fields))
@@ -44,7 +95,40 @@ def make_config(config_cls: type[C], values: Mapping[str, Any], *, source: str =
         )
     coerced = {key: coerce_value(fields[key], value, key=key, source=source)
                for key, value in values.items()}
-    return config_cls(**coerced)
+    config = config_cls(**coerced)
+    check_config(config, source=source)
+    return config
+
+
+def check_config(config: Any, *, source: str = "config") -> None:
+    """Check every field of a built config against its class's ``RANGES`` and ``check()``.
+
+    Every float (also inside tuples) must be finite; a field listed in ``RANGES`` must lie in
+    its range (``None`` passes: it means "not set"). Objectives call this at the start of
+    ``fit`` too, so a config built directly (``Config(lr=0)``) is refused the same way.
+
+    Raises:
+        ConfigError: "<source>: 'key' must be <rule>, got <value>".
+    """
+    ranges: Mapping[str, Range] = getattr(type(config), "RANGES", {})
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{source}: {field.name!r} must be a finite number, "
+                                  f"got {item!r}")
+            rule = ranges.get(field.name)
+            if rule is not None and item not in rule:
+                raise ConfigError(f"{source}: {field.name!r} must be {rule}, got {item!r}")
+    check = getattr(config, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def coerce_value(annotation: Any, value: Any, *, key: str, source: str) -> Any:

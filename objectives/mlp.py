@@ -14,14 +14,16 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from objectives.errors import DivergedError
+from objectives.config import FRACTION, MOMENTUM, SEED, Range, above, at_least, check_config
+from objectives.errors import ConfigError, DivergedError
 from objectives.euro_data import NUM_CLASSES, EuroData, load_euro, make_features
 from objectives.previews import class_map_png, curves_png
 from objectives.reporter import Reporter
@@ -58,6 +60,23 @@ class Config:
     # train+val: also train on the validation split (final retraining only; val_* metrics
     # are then not held-out scores)
     train_on: Literal["train", "train+val"] = "train"
+
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "depth": at_least(1), "width": at_least(1), "lr": above(0), "momentum": MOMENTUM,
+        "weight_decay": at_least(0), "epochs": at_least(1), "batch_size": at_least(1),
+        "seed": SEED, "train_fraction": FRACTION,
+    }
+
+    def check(self) -> None:
+        """Rules on several keys: monitored layers exist, BatchNorm gets batches of 2+."""
+        layers = self.depth + 1  # depth hidden Linear layers and the output layer
+        bad = [i for i in self.monitor_layers if not -layers <= i < layers]
+        if bad:
+            raise ConfigError(f"'monitor_layers' must be in [{-layers}, {layers - 1}] (depth "
+                              f"{self.depth} has {layers} Linear layers), got {bad[0]}")
+        if self.batch_norm and self.batch_size < 2:
+            raise ConfigError(f"'batch_size' must be >= 2 with batch_norm (BatchNorm1d cannot "
+                              f"train on one example), got {self.batch_size}")
 
 
 class MLP(nn.Module):
@@ -99,6 +118,7 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
 
 def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict[str, float]]:
     """Train one MLP on the Euro data; return the trained model and its final metrics."""
+    check_config(config)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = torch.device(runtime.device)
@@ -110,12 +130,6 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict
 
     model = MLP(x_train.shape[1], config).to(device)
     linears = model.linear_layers()
-    bad = [i for i in config.monitor_layers if not -len(linears) <= i < len(linears)]
-    if bad:
-        from objectives.errors import ConfigError
-
-        raise ConfigError(f"monitor_layers {bad} out of range: the model has {len(linears)} "
-                          f"Linear layers (0..{len(linears) - 1})")
     optimizer = _make_optimizer(model, config)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator(device="cpu").manual_seed(config.seed)

@@ -16,18 +16,18 @@ to stop. At the end it keeps every test prediction (see ``objectives.face_predic
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from objectives.backbones import FEATURE_DIMS, build_backbone, check_weights, input_view
-from objectives.errors import DivergedError
+from objectives.config import FRACTION, MOMENTUM, SEED, Range, above, at_least, check_config
+from objectives.errors import ConfigError, DivergedError
 from objectives.face_features import load_features
 from objectives.face_predictions import auc, record_test_predictions
 from objectives.faces_data import SPLITS, load_split, scratch_view, to_float
@@ -38,6 +38,7 @@ DATASET = "faces"
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
            "test_loss", "test_accuracy")
 EVAL_BATCH = 128  # no-grad evaluation batches; results do not depend on it
+IMAGE_SIZE = Range(32, 1024)  # backbones need 32+; the faces are 64x64, so more only costs memory
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,19 @@ class Config:
     seed: int = 42
     train_fraction: float = 1.0  # train on a seeded subset of the training split (quick runs)
     train_on: Literal["train", "train+val"] = "train"  # train+val: final retraining only
+
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "lr": above(0), "momentum": MOMENTUM, "weight_decay": at_least(0),
+        "epochs": at_least(1), "batch_size": at_least(1), "image_size": IMAGE_SIZE,
+        "seed": SEED, "train_fraction": FRACTION,
+    }
+
+    def check(self) -> None:
+        """A trained backbone needs batches of two or more images (see ``fit``)."""
+        if self.mode != "probe" and self.batch_size < 2:
+            raise ConfigError(f"'batch_size' must be >= 2 in mode {self.mode!r} (batches of one "
+                              f"image are skipped, so nothing would train), got "
+                              f"{self.batch_size}")
 
 
 class FaceNet(nn.Module):
@@ -91,14 +105,14 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
 
 def preflight(config: Config, runtime: Runtime) -> None:
     """Before any trial: check the settings and that pretrained weights can be had."""
-    _check(config)
+    check_config(config)
     if config.mode != "scratch":
         check_weights(config.backbone, config.weights)
 
 
 def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
     """Train one face model as ``config.mode`` says; see the module docstring."""
-    _check(config)
+    check_config(config)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = torch.device(runtime.device)
@@ -172,21 +186,6 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
 
     record_test_predictions(reporter, paths, data["test"][1].numpy(), test_probs)
     return Fitted(model=model, metrics={k: metrics[k] for k in METRICS}, test_probs=test_probs)
-
-
-def _check(config: Config) -> None:
-    from objectives.errors import ConfigError
-
-    for key in ("epochs", "batch_size", "image_size"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"{key!r} must be at least 1, got {getattr(config, key)}")
-    if config.image_size < 32:
-        raise ConfigError(f"'image_size' must be at least 32 for the CNN backbones, got "
-                          f"{config.image_size}")
-    if not 0 < config.train_fraction <= 1:
-        raise ConfigError(f"'train_fraction' must be in (0, 1], got {config.train_fraction}")
-    if not config.lr > 0 or not math.isfinite(config.lr):
-        raise ConfigError(f"'lr' must be a positive number, got {config.lr}")
 
 
 def _subset(x: torch.Tensor, y: torch.Tensor, config: Config

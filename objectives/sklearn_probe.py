@@ -9,16 +9,18 @@ a logistic-regression fit afterwards. Defaults are sklearn's ``LogisticRegressio
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from objectives.backbones import check_weights
-from objectives.errors import ConfigError
+from objectives.config import SEED, Range, above, at_least, check_config
 from objectives.face_features import load_features
 from objectives.face_predictions import auc, binary_metrics, record_test_predictions
 from objectives.reporter import Reporter
+from objectives.resnet import IMAGE_SIZE
 from objectives.runtime import Runtime
 
 DATASET = "faces"
@@ -38,9 +40,14 @@ class Config:
     seed: int = 42  # recorded for provenance; lbfgs is deterministic
     train_on: Literal["train", "train+val"] = "train"  # train+val: final retraining only
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "image_size": IMAGE_SIZE, "C": above(0), "max_iter": at_least(1), "seed": SEED,
+    }
+
 
 def preflight(config: Config, runtime: Runtime) -> None:
-    """Before any trial: the backbone's pretrained weights must be available."""
+    """Before any trial: the settings fit and the backbone's pretrained weights are available."""
+    check_config(config)
     check_weights(config.backbone, config.weights)
 
 
@@ -54,9 +61,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[Any, dict
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    if config.C <= 0 or config.max_iter < 1 or config.image_size < 32:
-        raise ConfigError(f"need C > 0, max_iter >= 1 and image_size >= 32; got C={config.C}, "
-                          f"max_iter={config.max_iter}, image_size={config.image_size}")
+    check_config(config)
     splits, origin = load_features(runtime.data_dir, config.backbone, config.weights,
                                    config.image_size, runtime.device, runtime.cache_dir)
     reporter.log("feature_cache", origin)

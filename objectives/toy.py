@@ -13,10 +13,13 @@ import io
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from objectives.config import ANY, SEED, Range, at_least
 from objectives.reporter import Reporter
 from objectives.runtime import Runtime
 
@@ -35,6 +38,11 @@ class Config:
     fail_above: float | None = None  # raise a RuntimeError when x > fail_above
     crash_above: float | None = None  # kill this process (SIGKILL) when x > crash_above
     seed: int = 0
+
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "x": ANY, "y": ANY, "steps": at_least(1), "sleep_s": at_least(0),
+        "fail_above": ANY, "crash_above": ANY, "seed": SEED,
+    }
 
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:

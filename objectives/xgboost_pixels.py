@@ -9,12 +9,14 @@ read from XGBoost's own evaluation log, and stops boosting when the runner asks 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import xgboost
 
+from objectives.config import FRACTION, SEED, Range, at_least, check_config
 from objectives.errors import ConfigError
 from objectives.face_predictions import auc, binary_metrics, record_test_predictions
 from objectives.faces_data import SPLITS, FaceSplit, load_split, xgboost_view
@@ -24,6 +26,7 @@ from objectives.runtime import Runtime
 DATASET = "faces"
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
            "test_loss", "test_accuracy")
+PIXELS = Range(1, 1024)  # resize and crop sizes
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Config:
     """XGBoost settings (defaults: ``XGBClassifier()``) and the pixel input."""
 
     n_estimators: int = 100  # boosting rounds
-    max_depth: int = 6
+    max_depth: int = 6  # 0: no limit (XGBoost's meaning)
     learning_rate: float = 0.3
     subsample: float = 1.0  # rows sampled per tree
     colsample_bytree: float = 1.0  # pixels sampled per tree
@@ -45,6 +48,19 @@ class Config:
     seed: int = 0  # XGBClassifier's default random_state
     train_on: Literal["train", "train+val"] = "train"  # train+val: final retraining only
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "n_estimators": at_least(1), "max_depth": at_least(0),  # 0: no depth limit
+        "learning_rate": Range(0, 1, low_open=True), "subsample": FRACTION,
+        "colsample_bytree": FRACTION, "min_child_weight": at_least(0), "gamma": at_least(0),
+        "reg_lambda": at_least(0), "reg_alpha": at_least(0), "resize": PIXELS, "crop": PIXELS,
+        "report_every": at_least(1), "seed": SEED,
+    }
+
+    def check(self) -> None:
+        """The centre crop must fit in the resized image."""
+        if self.crop > self.resize:
+            raise ConfigError(f"'crop' must be <= 'resize' ({self.resize}), got {self.crop}")
+
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
     """Boost on the training pixels and return the final metrics."""
@@ -54,7 +70,7 @@ def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float
 def fit(config: Config, reporter: Reporter, runtime: Runtime
         ) -> tuple[xgboost.XGBClassifier, dict[str, float]]:
     """``run`` that also returns the fitted ``XGBClassifier`` (for final retraining)."""
-    _check(config)
+    check_config(config)
     view = xgboost_view(config.resize, config.crop)
     splits = {s: load_split(runtime.data_dir, s, view, runtime.cache_dir) for s in SPLITS}
     x = {s: pixels(splits[s]) for s in SPLITS}
@@ -88,18 +104,6 @@ def pixels(split: FaceSplit) -> np.ndarray:
     """(N, 3, H, W) uint8 -> (N, 3*H*W) float32 in [0, 1] (ToTensor, then flatten)."""
     return (split.images.reshape(split.images.shape[0], -1).numpy() / np.float32(255.0)
             ).astype(np.float32)
-
-
-def _check(config: Config) -> None:
-    if config.n_estimators < 1 or config.report_every < 1:
-        raise ConfigError(f"'n_estimators' and 'report_every' must be at least 1, got "
-                          f"{config.n_estimators} and {config.report_every}")
-    if config.crop > config.resize:
-        raise ConfigError(f"'crop' ({config.crop}) cannot exceed 'resize' ({config.resize})")
-    for key in ("subsample", "colsample_bytree"):
-        value = getattr(config, key)
-        if not 0 < value <= 1:
-            raise ConfigError(f"{key!r} must be in (0, 1], got {value}")
 
 
 def _threads() -> int:
