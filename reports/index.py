@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports.export import Written
+from reports.export import Written, study_folder
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Section:
     exercise: list[ExerciseEntry] = field(default_factory=list)
     search: list[Written] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    folder: str = ""  # its folder (and the page anchor); default: study_folder(study)
 
 
 STYLE = """
@@ -47,6 +48,7 @@ table.toc td { padding: .1em .6em; vertical-align: top; }
 def write_index(out: Path, sections: list[Section], exercise: list[ExerciseEntry],
                 storage_url: str) -> Path:
     """Write ``out/index.html`` and return its path."""
+    anchors = {s.study: s.folder or study_folder(s.study) for s in sections}
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              "<title>Hyperparameter search report</title>",
              f"<style>{STYLE}</style></head><body>",
@@ -58,7 +60,8 @@ def write_index(out: Path, sections: list[Section], exercise: list[ExerciseEntry
         links = ", ".join(_link(w.html, w.title) for w in entry.files)
         status = links or f"<span class='note'>{_e(entry.missing)}</span>"
         parts.append(f"<tr><td>{entry.number}</td><td>{_e(entry.caption)}</td>"
-                     f"<td><a href='#{_e(entry.study)}'>{_e(entry.study)}</a></td>"
+                     f"<td><a href='#{_e(anchors.get(entry.study, study_folder(entry.study)))}'>"
+                     f"{_e(entry.study)}</a></td>"
                      f"<td>{status}</td></tr>")
     parts.append("</table>")
     for section in sections:
@@ -70,7 +73,8 @@ def write_index(out: Path, sections: list[Section], exercise: list[ExerciseEntry
 
 
 def _section(section: Section) -> str:
-    parts = [f"<h2 id='{_e(section.study)}'>{_e(section.study)}</h2>"]
+    anchor = section.folder or study_folder(section.study)
+    parts = [f"<h2 id='{_e(anchor)}'>{_e(section.study)}</h2>"]
     if section.description:
         parts.append(f"<p>{_e(section.description)}</p>")
     if section.counts is not None:
