@@ -9,7 +9,10 @@ final metrics, the effective config and artifact ids.
 from __future__ import annotations
 
 import io
+import json
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,9 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from search.storage import artifact_dir_for, open_storage
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+# What numpy, zipfile and json raise on a truncated or corrupt file.
+DECODE_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
+                 zlib.error)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class TrialInfo:
     user_attrs: dict[str, Any] = field(repr=False, default_factory=dict)
     duration_s: float | None = None
     note: str = ""  # pruned reason or error
+    study: str = ""  # the study's name
 
     def label(self, keys: tuple[str, ...] | list[str] = ()) -> str:
         """``"#3 lr=0.001"``: the trial number and the given config keys (default: params)."""
@@ -78,6 +85,24 @@ class StudyInfo:
                       reverse=self.direction == "maximize")
 
 
+class UnreadableArtifact(Exception):
+    """A trial's artifact file exists but cannot be decoded (truncated, corrupt, wrong shape)."""
+
+    def __init__(self, trial: TrialInfo, name: str, reason: str, path: Path | None = None):
+        where = f" at {path}" if path is not None else ""
+        super().__init__(f"{trial.study} trial #{trial.number}: {name} is unreadable "
+                         f"({reason}){where}")
+        self.trial = trial
+        self.name = name
+        self.reason = reason
+
+
+def decode_error(exc: BaseException) -> str:
+    """``BadZipFile: File is not a zip file``: the type and the first line of the message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class StudyStore:
     """Read-only access to the studies and artifacts of one storage URL."""
 
@@ -104,7 +129,7 @@ class StudyStore:
         if study is None:
             return None
         attrs = study.user_attrs
-        trials = tuple(_trial_info(t) for t in study.get_trials(deepcopy=False))
+        trials = tuple(_trial_info(t, name) for t in study.get_trials(deepcopy=False))
         return StudyInfo(
             name=name, direction=study.direction.name.lower(),
             metric=attrs.get("metric", "value"), objective=attrs.get("objective", ""),
@@ -127,19 +152,54 @@ class StudyStore:
                     self._cache[artifact_id] = None
         return self._cache[artifact_id]
 
-    def npz(self, trial: TrialInfo, name: str) -> dict[str, np.ndarray] | None:
+    def artifact_path(self, trial: TrialInfo, name: str) -> Path | None:
+        """Where the artifact file lies (file-system artifact store), or None without one."""
+        artifact_id = trial.artifacts.get(name)
+        return None if artifact_id is None else self.artifact_dir / artifact_id
+
+    def npz(self, trial: TrialInfo, name: str, keys: tuple[str, ...] = ()
+            ) -> dict[str, np.ndarray] | None:
+        """The arrays of an ``.npz`` artifact, or None when there is none; an unreadable file,
+        or one without every name in ``keys``, raises ``UnreadableArtifact``."""
         data = self.artifact(trial, name)
         if data is None:
             return None
-        with np.load(io.BytesIO(data)) as archive:
-            return {key: archive[key] for key in archive.files}
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except DECODE_ERRORS as exc:
+            raise UnreadableArtifact(trial, name, decode_error(exc),
+                                     self.artifact_path(trial, name)) from None
+        absent = [key for key in keys if key not in arrays]
+        if absent:
+            raise UnreadableArtifact(trial, name, f"no {', '.join(absent)} array",
+                                     self.artifact_path(trial, name))
+        return arrays
 
     def npy(self, trial: TrialInfo, name: str) -> np.ndarray | None:
+        """An ``.npy`` artifact, or None when there is none (``UnreadableArtifact`` if bad)."""
         data = self.artifact(trial, name)
-        return None if data is None else np.load(io.BytesIO(data))
+        if data is None:
+            return None
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except DECODE_ERRORS as exc:
+            raise UnreadableArtifact(trial, name, decode_error(exc),
+                                     self.artifact_path(trial, name)) from None
+
+    def json(self, trial: TrialInfo, name: str) -> Any:
+        """A JSON artifact, or None when there is none (``UnreadableArtifact`` if bad)."""
+        data = self.artifact(trial, name)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except DECODE_ERRORS as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise UnreadableArtifact(trial, name, decode_error(exc),
+                                     self.artifact_path(trial, name)) from None
 
 
-def _trial_info(trial: optuna.trial.FrozenTrial) -> TrialInfo:
+def _trial_info(trial: optuna.trial.FrozenTrial, study: str) -> TrialInfo:
     attrs = dict(trial.user_attrs)
     return TrialInfo(
         number=trial.number, state=trial.state.name, value=trial.value,
@@ -147,7 +207,7 @@ def _trial_info(trial: optuna.trial.FrozenTrial) -> TrialInfo:
         history=dict(attrs.get("history") or {}), metrics=dict(attrs.get("metrics") or {}),
         config=dict(attrs.get("config") or {}), artifacts=dict(attrs.get("artifacts") or {}),
         user_attrs=attrs, duration_s=attrs.get("duration_s"),
-        note=str(attrs.get("pruned_reason") or attrs.get("error") or ""))
+        note=str(attrs.get("pruned_reason") or attrs.get("error") or ""), study=study)
 
 
 def _short(value: Any) -> str:

@@ -91,8 +91,14 @@ def loss_accuracy_figure(trials: list[tuple[TrialInfo, str, str]], title: str) -
     return figure
 
 
+BOUNDARY_KEYS = ("longs", "lats", "grid_classes", "test_points", "test_labels",
+                 "test_predicted")
+
+
 def boundary(context: Context, study: StudyInfo, trial: TrialInfo) -> dict[str, np.ndarray]:
-    data = context.store.npz(trial, "decision_boundary.npz")
+    """The trial's decision-boundary arrays; ``MissingData`` without the artifact, and
+    ``UnreadableArtifact`` when it cannot be read."""
+    data = context.store.npz(trial, "decision_boundary.npz", keys=BOUNDARY_KEYS)
     if data is None:
         raise MissingData(study.name, f"trial #{trial.number} has no decision_boundary.npz "
                           "artifact (is the artifact folder beside the storage?)")

@@ -19,7 +19,6 @@ of ``{"path", "label", "prob"}``) or ``test_predictions.npz``, else the user att
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +27,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.data import StudyInfo, TrialInfo
+from reports.data import (
+    DECODE_ERRORS,
+    StudyInfo,
+    TrialInfo,
+    UnreadableArtifact,
+    decode_error,
+)
 from reports.exercise import Context, ExerciseFigure, need
 from reports.figure import TEMPLATE, MissingData, ReportFigure
 
@@ -146,12 +151,18 @@ def predictions(context: Context, trial: TrialInfo) -> tuple[dict[str, Predictio
     """({path: Prediction}, complete) for one trial; complete is False when only the errors
     are known (every image not listed is then taken as classified right)."""
     store = context.store
-    raw = store.artifact(trial, "test_predictions.json")
-    if raw is not None:
-        return _from_records(json.loads(raw)), True
-    data = store.npz(trial, "test_predictions.npz")
-    if data is not None:
-        return _from_records({key: data[key].tolist() for key in data}), True
+    name = "test_predictions.json"
+    records = store.json(trial, name)
+    if records is None:
+        name = "test_predictions.npz"
+        data = store.npz(trial, name)
+        records = None if data is None else {key: data[key].tolist() for key in data}
+    if records is not None:
+        try:
+            return _from_records(records), True
+        except DECODE_ERRORS as exc:  # valid JSON, but not the records the objectives write
+            raise UnreadableArtifact(trial, name, decode_error(exc),
+                                     store.artifact_path(trial, name)) from None
     errors = trial.user_attrs.get("test_errors")
     if errors is not None:
         return _from_records(errors), False

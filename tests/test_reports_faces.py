@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,24 @@ def test_build_writes_both_face_figures_as_png(storage, data_dir, tmp_path):
         with Image.open(tmp_path / "cnn_modes" / f"{stem}.png") as image:
             assert np.asarray(image.convert("L"), dtype=float).std() > 5
     assert "fig12_faces_examples.html" in (tmp_path / "index.html").read_text()
+
+
+def test_a_bad_predictions_artifact_skips_figure_12_and_names_it(storage, data_dir,
+                                                                  tmp_path):
+    root = Path(storage.removeprefix("sqlite:///")).parent
+    shutil.copytree(root, tmp_path / "copy")
+    url = f"sqlite:///{tmp_path / 'copy' / 'studies.db'}"
+    store = StudyStore(url)
+    for trial in store.load("cnn_modes").trials + store.load("xgboost_defaults").trials:
+        path = store.artifact_path(trial, "test_predictions.json")
+        path.write_text(path.read_text()[:100])  # truncated mid-list
+    result = build(BuildOptions(storage_url=url, out=tmp_path / "out", studies=("cnn_modes",),
+                                data_dir=data_dir, png=False))
+    (line,) = result.missing
+    assert line.startswith("figure 12: ") and "test_predictions.json is unreadable " \
+        "(JSONDecodeError" in line
+    assert (tmp_path / "out" / "cnn_modes" / "fig11_faces_accuracy_table.html").is_file()
+    assert "test_predictions.json is unreadable" in (tmp_path / "out" / "index.html").read_text()
 
 
 def test_figures_from_a_real_tiny_cnn_modes_grid(data_dir, tmp_path, monkeypatch):
