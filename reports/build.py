@@ -7,7 +7,11 @@ Examples::
     python -m reports.build --all --storage sqlite:///runs/studies.db --no-png
 
 Reads the storage and its artifacts only; it never trains. A study that is missing or
-incomplete gets a line in the index naming the command that produces it.
+incomplete gets a line in the index naming the command that produces it, and a figure whose
+artifact file is unreadable (truncated, corrupt) a line naming the trial and the file. Each
+study's figures go to a folder inside ``--out`` named after it (``study_folder``: a name such
+as ``../x`` gets a plain folder name with a hash). It is an error when the storage holds none
+of the studies asked for (with ``--all``: no study at all).
 """
 
 from __future__ import annotations
@@ -21,15 +25,15 @@ from pathlib import Path
 
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import resolve_data_dir
-from reports.data import StudyInfo, StudyStore
+from reports.data import StudyInfo, StudyStore, UnreadableArtifact
 from reports.exercise import EXERCISE_FIGURES, Context, ExerciseFigure
-from reports.export import DEFAULT_SCALE, Exporter, Written
+from reports.export import DEFAULT_SCALE, Exporter, Written, study_folders
 from reports.faces import FACES_FIGURES
 from reports.figure import MissingData
 from reports.index import ExerciseEntry, Section, write_index
 from reports.search_plots import search_figures
 from search.spec import list_studies, load_study_spec
-from search.storage import DEFAULT_STORAGE
+from search.storage import DEFAULT_STORAGE, require_existing_storage
 
 ALL_FIGURES: tuple[ExerciseFigure, ...] = EXERCISE_FIGURES + FACES_FIGURES
 DEFAULT_OUT = Path("reports/out")
@@ -83,22 +87,43 @@ def completeness(info: StudyInfo) -> str:
     return ""
 
 
-def build(options: BuildOptions) -> BuildResult:
-    """Write every figure of the chosen studies and the index; see the module docstring."""
-    store = StudyStore(options.storage_url, options.artifact_dir)
-    stored = store.names()
+def choose(asked: tuple[str, ...], stored: list[str], url: str) -> list[str]:
+    """The studies to build: ``asked``, or every known one when it is empty (``--all``).
+
+    A ``ConfigError`` when a name is unknown, when none of the asked-for studies is stored, or
+    (``--all``) when the storage holds no study at all: such a report would hold no figure.
+    """
     known = known_studies(stored)
-    chosen = list(options.studies) or known
-    unknown = [name for name in chosen if name not in known]
+    how = (f"run one with `python -m search.run --study NAME --storage {url}` "
+           "(`python -m search.run --list` lists the study files)")
+    if not asked:
+        if not stored:
+            raise ConfigError(f"the storage {url} holds no study; {how}")
+        return known
+    unknown = [name for name in asked if name not in known]
     if unknown:
         raise ConfigError(f"unknown study {unknown[0]!r}; known: {', '.join(known)}")
+    if not set(asked) & set(stored):
+        raise ConfigError(f"none of the studies asked for is in {url}: "
+                          f"{', '.join(dict.fromkeys(asked))} (stored there: "
+                          f"{', '.join(stored) or 'none'}); {how}")
+    return list(dict.fromkeys(asked))
+
+
+def build(options: BuildOptions) -> BuildResult:
+    """Write every figure of the chosen studies and the index; see the module docstring."""
+    require_existing_storage(options.storage_url)
+    store = StudyStore(options.storage_url, options.artifact_dir)
+    stored = store.names()
+    chosen = choose(options.studies, stored, options.storage_url)
     needed = set(chosen) | {n for f in ALL_FIGURES if f.studies[0] in chosen for n in f.studies}
     studies = {name: store.load(name) if name in stored else None for name in sorted(needed)}
+    folders = study_folders(chosen)
     context = Context(store=store, studies=studies, data_dir=options.data_dir)
     exporter = Exporter(options.out, png=options.png, scale=options.scale)
     result = BuildResult(index=options.out / "index.html")
 
-    sections = {name: _section(name, studies[name]) for name in chosen}
+    sections = {name: _section(name, studies[name], folders[name]) for name in chosen}
     entries = []
     for figure in ALL_FIGURES:
         home = figure.studies[0]
@@ -106,9 +131,12 @@ def build(options: BuildOptions) -> BuildResult:
             continue
         entry = ExerciseEntry(figure.number, figure.caption, home)
         try:
-            entry.files = [exporter.add(home, item) for item in figure.build(context)]
+            entry.files = [exporter.add(folders[home], item) for item in figure.build(context)]
         except MissingData as exc:
             entry.missing = _missing_line(exc, studies)
+        except UnreadableArtifact as exc:
+            entry.missing = f"{exc}; not drawn"
+        if entry.missing:
             result.missing.append(f"figure {figure.number}: {entry.missing}")
         entries.append(entry)
         sections[home].exercise.append(entry)
@@ -117,7 +145,7 @@ def build(options: BuildOptions) -> BuildResult:
         if studies[name] is None:
             continue
         figures, skipped = search_figures(store.study(name), studies[name])
-        sections[name].search = [exporter.add(name, item) for item in figures]
+        sections[name].search = [exporter.add(folders[name], item) for item in figures]
         sections[name].skipped = skipped
         result.written += sections[name].search
     result.png_seconds = exporter.write_pngs()
@@ -125,18 +153,18 @@ def build(options: BuildOptions) -> BuildResult:
     return result
 
 
-def _section(name: str, info: StudyInfo | None) -> Section:
+def _section(name: str, info: StudyInfo | None, folder: str) -> Section:
     if info is None:
         try:
             description = load_study_spec(name).description.strip()
         except ConfigError:
             description = ""
         return Section(name, description, None,
-                       [f"not in storage: run `{run_command(name)}`"])
+                       [f"not in storage: run `{run_command(name)}`"], folder=folder)
     notes = [note for note in (completeness(info),) if note]
     if info.command:
         notes.append(f"made with `{info.command}`")
-    return Section(name, info.description, info.counts(), notes)
+    return Section(name, info.description, info.counts(), notes, folder=folder)
 
 
 def _missing_line(exc: MissingData, studies: dict[str, StudyInfo | None]) -> str:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from PIL import Image
@@ -163,9 +164,10 @@ def test_gradient_figure_has_a_panel_per_model_and_a_line_per_layer(context):
 
 
 def test_missing_study_gets_a_line_not_a_crash(tmp_path, data_dir):
-    url = f"sqlite:///{tmp_path / 'empty.db'}"
-    result = build(BuildOptions(storage_url=url, out=tmp_path / "out", studies=("mlp_grid",),
-                                data_dir=data_dir, png=False))
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    optuna.create_study(study_name="mlp_demo", storage=url)  # stored, but no trial yet
+    result = build(BuildOptions(storage_url=url, out=tmp_path / "out",
+                                studies=("mlp_grid", "mlp_demo"), data_dir=data_dir, png=False))
     assert result.written == []
     assert [line.split(":")[0] for line in result.missing] == ["figure 6", "figure 7",
                                                                "figure 8"]
