@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,27 +133,73 @@ def export_study(study_name: str, storage_url: str = DEFAULT_STORAGE, top: int =
 
 
 def load_exported(path: Path) -> Exported:
-    """Read and check an exported config; a ConfigError names the file and what is wrong."""
+    """Read and check an exported config; a ConfigError names the file and what is wrong.
+
+    Everything retraining reads is checked here, before any training: the keys and their
+    shapes (an optional key may be absent, but if present it must have its type: null is
+    refused), the metric (a name the objective reports, a finite value), the provenance (a
+    mapping) and the config itself (keys, types and ranges, through ``make_config``).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; export one with python -m "
                           "search.export --study NAME")
-    raw = read_yaml_mapping(path, "an exported config must be a mapping with keys "
-                                  f"{', '.join(REQUIRED_KEYS)}")
+    try:
+        raw = read_yaml_mapping(path, "an exported config must be a mapping with keys "
+                                      f"{', '.join(REQUIRED_KEYS)}")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as a YAML file ({exc})") from None
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise ConfigError(f"{path}: missing key {key!r}; an exported config needs "
                               f"{', '.join(REQUIRED_KEYS)} (export it again with search.export)")
-    if not isinstance(raw["config"], dict):
-        raise ConfigError(f"{path}: 'config' must be a mapping of config keys to values")
-    if not isinstance(raw["metric"], dict) or not isinstance(raw["metric"].get("name"), str):
-        raise ConfigError(f"{path}: 'metric' must be a mapping with 'name' (and 'value')")
+    if not isinstance(raw["objective"], str):
+        raise ConfigError(f"{path}: 'objective' must be a name such as mlp, got "
+                          f"{raw['objective']!r}")
     try:
-        objective = get_objective(str(raw["objective"]))
+        objective = get_objective(raw["objective"])
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(raw["config"], dict):
+        raise ConfigError(f"{path}: 'config' must be a mapping of config keys to values, got "
+                          f"{raw['config']!r}")
+    _check_metric(raw["metric"], objective, path)
+    _check_optional(raw, "provenance", dict, "a mapping (as search.export writes it)", path)
+    if isinstance(raw.get("provenance"), dict):
+        _check_optional(raw["provenance"], "data_fingerprint", str, "a string or null", path,
+                        prefix="provenance.", nullable=True)
+    _check_optional(raw, "study", str, "a study name", path)
+    _check_optional(raw, "trial", int, "a trial number", path)
     config = objective.make_config(raw["config"], source=f"{path}: config")
     return Exported(path=path, objective=objective, config=config, raw=raw)
+
+
+def _check_metric(metric: Any, objective: Objective, path: Path) -> None:
+    """``metric``: a mapping with a ``name`` the objective reports and a finite ``value``."""
+    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+        raise ConfigError(f"{path}: 'metric' must be a mapping with 'name' (and 'value'), got "
+                          f"{metric!r}")
+    if metric["name"] not in objective.metrics:
+        raise ConfigError(f"{path}: 'metric.name' must be a metric of objective "
+                          f"{objective.name!r} ({', '.join(objective.metrics)}), got "
+                          f"{metric['name']!r}")
+    value = metric.get("value", 0.0)  # absent: nothing to compare the retrained value with
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{path}: 'metric.value' must be a finite number (the trial's "
+                          f"{metric['name']}) or absent, got {value!r}")
+    if metric.get("direction", "maximize") not in ("maximize", "minimize"):
+        raise ConfigError(f"{path}: 'metric.direction' must be maximize or minimize, got "
+                          f"{metric['direction']!r}")
+
+
+def _check_optional(raw: Mapping[str, Any], key: str, kind: type, what: str, path: Path, *,
+                    prefix: str = "", nullable: bool = False) -> None:
+    """``raw[key]``, when present, must be a ``kind`` (bools are not ints), or null if allowed."""
+    if key not in raw or (nullable and raw[key] is None):
+        return
+    value = raw[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{path}: '{prefix}{key}' must be {what} (or absent), got {value!r}")
 
 
 def _safe(name: str) -> str:
