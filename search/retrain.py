@@ -5,6 +5,11 @@ saves the weights, the final metrics with the per-epoch history and the artifact
 a summary with the mean and spread of every metric over the seeds. ``--train-on train+val``
 also trains on the validation split; its ``val_*`` metrics are then not held-out scores.
 
+The exported file is checked completely before anything trains. A seed that diverges is
+recorded (its folder keeps what it made) and the others go on; the summary covers the seeds
+that finished and lists the failed ones, and the command then exits 1. Each run gets a new
+folder, ``NAME-TRAINON-STAMP`` (``-2``, ``-3``, ... when two runs start in the same second).
+
 Examples::
 
     python -m search.retrain configs/mlp_demo-trial3.yaml
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import shutil
@@ -29,7 +35,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from objectives.config import config_fields, config_to_dict
-from objectives.errors import ConfigError, HPSearchError
+from objectives.errors import ConfigError, DivergedError, HPSearchError
 from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime, resolve_data_dir, resolve_device
 from search.export import Exported, load_exported
@@ -79,11 +85,11 @@ def seed_configs(exported: Exported, seeds: int, train_on: str) -> list[Any]:
     if "seed" not in fields and seeds > 1:
         raise ConfigError(f"objective {exported.objective.name!r} has no 'seed' setting, so "
                           "--seeds must be 1")
-    if train_on != "train":
-        if "train_on" not in fields:
-            raise ConfigError(f"objective {exported.objective.name!r} cannot train on "
-                              f"{train_on} (its config has no 'train_on'); use --train-on train")
-        values["train_on"] = train_on
+    if "train_on" in fields:
+        values["train_on"] = train_on  # the option decides, whatever the file says
+    elif train_on != "train":
+        raise ConfigError(f"objective {exported.objective.name!r} cannot train on "
+                          f"{train_on} (its config has no 'train_on'); use --train-on train")
     base = values.get("seed", 0)
     configs = []
     for i in range(seeds):
@@ -94,7 +100,13 @@ def seed_configs(exported: Exported, seeds: int, train_on: str) -> list[Any]:
 
 
 def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str, Any]]:
-    """Train every seed, save what it made; return the run folder and the summary."""
+    """Train every seed, save what it made; return the run folder and the summary.
+
+    Everything that can be checked is checked before the run folder is made: the seeds, the
+    data folder and the objective's preflight (say, pretrained weights). A seed that diverges
+    is listed in the summary's ``failed`` and the next seed runs. If anything else stops the
+    run (an error, Ctrl-C), the seeds finished so far are summarised before it propagates.
+    """
     import torch
 
     configs = seed_configs(exported, options.seeds, options.train_on)
@@ -104,29 +116,72 @@ def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str
     if not data_folder.is_dir():
         raise ConfigError(f"no {objective.dataset} data at {data_folder}; pass --data-dir (or "
                           "set $HPSEARCH_DATA) to the folder holding it")
+    runtime = Runtime(data_dir=options.data_dir, device=device, cache_dir=options.cache_dir)
+    if objective.preflight is not None:
+        objective.preflight(configs[0], runtime)  # the seeds differ only in their seed
     torch.set_num_threads(options.threads or (1 if objective.name == "mlp" else
                                               torch.get_num_threads()))
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = options.out / f"{exported.path.stem}-{options.train_on.replace('+', '_')}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=False)
+    run_dir = new_run_dir(options.out, f"{exported.path.stem}-"
+                                       f"{options.train_on.replace('+', '_')}-{_stamp()}")
     shutil.copyfile(exported.path, run_dir / "config.yaml")
-    runtime = Runtime(data_dir=options.data_dir, device=device, cache_dir=options.cache_dir)
 
     steps = getattr(configs[0], "epochs", None)
     bar = tqdm(total=steps * len(configs) if steps else None, unit="epoch",
                disable=not options.progress, dynamic_ncols=True)
-    per_seed = []
+    records = []
     try:
         for config in configs:
             seed = getattr(config, "seed", None)
             bar.set_description(f"seed {seed}")
-            per_seed.append(_train_one(objective, config, runtime, run_dir / f"seed{seed}",
+            records.append(_train_one(objective, config, runtime, run_dir / f"seed{seed}",
                                        ProgressReporter(bar, exported.metric_name)))
+    except BaseException as exc:
+        if records:  # nothing lost: summarise the seeds that finished, then stop as asked
+            summary = _summary(exported, options, records, data_folder, device)
+            summary["stopped"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            _write_summary(run_dir, summary)
+            print(f"NOTE: the run stopped; its {len(records)} finished seed(s) are summarised in "
+                  f"{run_dir / 'summary.json'}", file=sys.stderr)
+        raise
     finally:
         bar.close()
-    summary = _summary(exported, options, configs, per_seed, data_folder, device)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = _summary(exported, options, records, data_folder, device)
+    _write_summary(run_dir, summary)
     return run_dir, summary
+
+
+def new_run_dir(out: Path, name: str) -> Path:
+    """Make and return ``out/name``, or ``name-2``, ``name-3``, ... if taken: never shared."""
+    out.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        path = out / (name if number == 1 else f"{name}-{number}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
+def failure_line(summary: Mapping[str, Any]) -> str | None:
+    """One line on the seeds that failed (None if none did), for the CLI's ``error:``."""
+    failed = summary.get("failed") or []
+    if not failed:
+        return None
+    what = "; ".join(f"seed {f['seed']} {f['error']}" for f in failed)
+    if not summary["runs"]:
+        return f"every seed failed: {what}; what they made is in {summary['run_dir']}"
+    return (f"{what}; the summary covers the {len(summary['runs'])} other seed(s) "
+            f"{summary['seeds']}")
+
+
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    summary["run_dir"] = str(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def fitted_parts(result: Any) -> tuple[Any, Mapping[str, float]]:
@@ -140,17 +195,24 @@ def fitted_parts(result: Any) -> tuple[Any, Mapping[str, float]]:
 
 def _train_one(objective: Any, config: Any, runtime: Runtime, folder: Path,
                reporter: ProgressReporter) -> dict[str, Any]:
+    """Train one seed into ``folder``; a divergence is recorded in the returned ``error``."""
     folder.mkdir(parents=True)
     start = time.perf_counter()
-    if objective.fit is not None:
-        model, metrics = fitted_parts(objective.fit(config, reporter, runtime))
-    else:
-        model, metrics = None, objective.run(config, reporter, runtime)
+    model, metrics, error = None, {}, None
+    try:
+        if objective.fit is not None:
+            model, metrics = fitted_parts(objective.fit(config, reporter, runtime))
+        else:
+            metrics = objective.run(config, reporter, runtime)
+    except DivergedError as exc:
+        error = f"diverged: {exc}"
     seconds = time.perf_counter() - start
     for name, data in reporter.artifacts.items():
         (folder / name).write_bytes(data)
     weights, weights_error = None, None
-    if model is None:
+    if error:
+        weights_error = "training diverged; weights were not saved"
+    elif model is None:
         weights_error = f"objective {objective.name!r} has no fit(); weights were not saved"
     else:
         try:
@@ -158,11 +220,12 @@ def _train_one(objective: Any, config: Any, runtime: Runtime, folder: Path,
                 "objective": objective.name, "config": json.dumps(config_to_dict(config))}))
         except TypeError as exc:
             weights_error = str(exc)
-    if weights_error:
+    if weights_error and not error:
         print(f"WARNING: {weights_error}", file=sys.stderr)
     record = {
         "seed": getattr(config, "seed", None),
         "config": config_to_dict(config),
+        "error": error,
         "metrics": {k: float(v) for k, v in metrics.items()},
         "history": reporter.history,
         "logs": reporter.logs,
@@ -174,19 +237,21 @@ def _train_one(objective: Any, config: Any, runtime: Runtime, folder: Path,
     return record
 
 
-def _summary(exported: Exported, options: RetrainOptions, configs: list[Any],
-             per_seed: list[dict[str, Any]], data_folder: Path, device: str) -> dict[str, Any]:
-    names = list(per_seed[0]["metrics"])
+def _summary(exported: Exported, options: RetrainOptions, records: list[dict[str, Any]],
+             data_folder: Path, device: str) -> dict[str, Any]:
+    """Mean and spread of each metric over the seeds that finished; the failed ones listed."""
+    per_seed = [r for r in records if not r["error"]]
+    names = list(per_seed[0]["metrics"]) if per_seed else []
     spread = {}
     for name in names:
         values = [r["metrics"][name] for r in per_seed]
         spread[name] = {"mean": statistics.fmean(values),
                         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                         "min": min(values), "max": max(values), "values": values}
-    recorded_fp = exported.raw.get("provenance", {}).get("data_fingerprint")
+    recorded_fp = (exported.raw.get("provenance") or {}).get("data_fingerprint")
     current_fp = data_fingerprint(data_folder)
     metric, recorded = exported.metric_name, exported.metric_value
-    same_seed = [r for r in per_seed if r["seed"] == exported.raw["config"].get("seed")]
+    same_seed = [r for r in per_seed if r["seed"] == getattr(exported.config, "seed", None)]
     reproduction = None
     if options.train_on == "train" and same_seed and recorded is not None and metric in names:
         value = same_seed[0]["metrics"][metric]
@@ -201,7 +266,8 @@ def _summary(exported: Exported, options: RetrainOptions, configs: list[Any],
         "note": ("trained on train+validation: val_* metrics are NOT held-out scores; only "
                  "test_* metrics are" if options.train_on != "train" else
                  "trained on the training split; val_* and test_* are held out"),
-        "seeds": [getattr(c, "seed", None) for c in configs],
+        "seeds": [r["seed"] for r in per_seed],
+        "failed": [{"seed": r["seed"], "error": r["error"]} for r in records if r["error"]],
         "metrics": spread,
         "std": "sample standard deviation over seeds (n-1); 0 for one seed",
         "reproduction": reproduction,
@@ -273,7 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     except HPSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(format_summary(run_dir, summary))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if summary["runs"]:
+        print(format_summary(run_dir, summary))
+    failed = failure_line(summary)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
     return 0 if all(math.isfinite(s["mean"]) for s in summary["metrics"].values()) else 1
 
 
