@@ -97,3 +97,22 @@ def test_set_override_cannot_fix_a_searched_key():
     with pytest.raises(ConfigError, match="searched by this study"):
         spec.with_overrides(fixed={"lr": 0.1})
     assert spec.with_overrides(fixed={"epochs": 3}).fixed["epochs"] == 3
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"lr": {"type": "float", "low": 0.0, "high": 0.1}},
+     "'lr' must be > 0, got 0.0"),
+    ({"batch_size": {"type": "categorical", "choices": [0, 32]}},
+     "'batch_size' must be >= 1, got 0"),
+    ({"train_fraction": {"type": "float", "low": 0.5, "high": 1.5}},
+     "'train_fraction' must be in (0, 1], got 1.5"),
+])
+def test_a_searched_value_outside_a_key_range_is_refused(space, message):
+    with pytest.raises(ConfigError) as caught:
+        _parse(space=space)
+    assert str(caught.value).startswith("t: ") and str(caught.value).endswith(message)
+
+
+def test_fixed_values_are_range_checked_at_load():
+    with pytest.raises(ConfigError, match=r"^t: .*'epochs' must be >= 1, got 0$"):
+        _parse(fixed={"epochs": 0})
