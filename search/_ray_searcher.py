@@ -1,7 +1,8 @@
 """Driver-side Ray Tune parts: Optuna ask as a Tune searcher, and a cooperative ASHA.
 
-``OptunaAskSearcher`` creates each Tune trial's Optuna trial in the shared storage and draws
-its parameters with the study's own sampler (so local and Ray runs mix in one study). Workers
+``OptunaAskSearcher`` has the run's ``TrialDealer`` create each Tune trial's Optuna trial in
+the shared storage (the study's own sampler draws its parameters, or the next missing grid
+point is taken), so local and Ray runs mix in one study. Workers
 tell Optuna how their trial ended; ``on_trial_complete`` only sweeps what a dead worker left
 RUNNING, and reports each finished trial to the progress bar.
 
@@ -21,7 +22,10 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from objectives.errors import HPSearchError
 from search._ray_worker import HPSEARCH_ERROR_ATTR, STOP_ATTR, TRIAL_ID_KEY
+from search.claims import TrialDealer
+from search.liveness import Owner
 from search.spec import StudySpec
 from search.trial import suggest_values
 
@@ -34,9 +38,8 @@ class OptunaAskSearcher(Searcher):
     """A Tune searcher that asks the Optuna study for each trial.
 
     Args:
-        study: The study, loaded in the driver with its sampler.
+        dealer: The run's trial dealer (the study, its sampler and the run id).
         spec: The study file (its space or grid).
-        run_id: Stored on each trial as the ``run_id`` user attribute.
         n_trials: Trials to create before answering ``FINISHED``.
         on_done: Called with ``(number, state name, value, note)`` when a trial ends; the note
             is its error or pruning reason.
@@ -44,34 +47,44 @@ class OptunaAskSearcher(Searcher):
             the local backend's ``--timeout``).
     """
 
-    def __init__(self, study: optuna.Study, spec: StudySpec, run_id: str, n_trials: int,
+    def __init__(self, dealer: TrialDealer, spec: StudySpec, n_trials: int,
                  on_done: Callable[[int, str, float | None, str], None],
                  deadline: float | None = None):
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize"
                          else "min")
-        self.study = study
+        self.dealer = dealer
+        self.study = dealer.study
         self.spec = spec
-        self.run_id = run_id
+        self.owner = Owner.of()  # the driver, until a worker takes the trial over
         self.n_trials = n_trials
         self.on_done = on_done
         self.asked = 0
         self.optuna_ids: dict[str, int] = {}
         self.deadline = deadline
         self.timed_out = False
+        self.grid_done = False
         self.error: str | None = None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.deadline is not None and time.time() >= self.deadline:
             self.timed_out = True
-        if (self.error is not None or self.timed_out or self.asked >= self.n_trials
-                or self._grid_exhausted()):
+        if self.error is not None or self.timed_out or self.asked >= self.n_trials:
             return Searcher.FINISHED
-        trial = self.study.ask()
-        trial.set_user_attr("run_id", self.run_id)
-        params = suggest_values(trial, self.spec)
+        from search.runner import claim
+
+        try:
+            optuna_id = claim(self.dealer, self.owner)
+        except HPSearchError as exc:
+            self.error = str(exc)
+            return Searcher.FINISHED
+        if optuna_id is None:  # the grid has no point left
+            self.grid_done = True
+            return Searcher.FINISHED
+        trial = optuna.Trial(self.study, optuna_id)
+        params = suggest_values(trial, self.spec)  # the values the dealer drew
         self.asked += 1
-        self.optuna_ids[trial_id] = trial._trial_id
-        return {TRIAL_ID_KEY: trial._trial_id, "number": trial.number, **params}
+        self.optuna_ids[trial_id] = optuna_id
+        return {TRIAL_ID_KEY: optuna_id, "number": trial.number, **params}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -95,11 +108,6 @@ class OptunaAskSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         """Nothing to restore: the Optuna storage is the searcher's state."""
-
-    def _grid_exhausted(self) -> bool:
-        sampler = self.study.sampler
-        return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(
-            self.study)
 
 
 class CooperativeASHA(AsyncHyperBandScheduler):

@@ -25,6 +25,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives.errors import HPSearchError
 from objectives.runtime import Runtime
+from search.claims import hand_over
+from search.liveness import Heartbeat, Owner
 from search.spec import StudySpec
 from search.storage import open_storage
 from search.trial import TrialReporter, TrialRunner
@@ -90,6 +92,13 @@ def run_trial(config: dict[str, Any], setup: WorkerSetup, data: list[Any]) -> No
     """
     study, runner = _prepare(setup, data)
     trial_id = int(config[TRIAL_ID_KEY])
+    storage = study._storage
+    hand_over(storage, trial_id, Owner.of())  # this process runs it now: liveness checks see it
+    with Heartbeat(storage, trial_id):
+        _run_to_end(study, runner, trial_id)
+
+
+def _run_to_end(study: optuna.Study, runner: TrialRunner, trial_id: int) -> None:
     trial = optuna.Trial(study, trial_id)
     storage = study._storage
     value: float | None = None

@@ -97,14 +97,15 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
     from search.runner import (
         _Progress,
         _summarise,
+        check_run_options,
         create_or_load_study,
         fail_running_trials,
-        requeue_failed_grid_points,
+        make_dealer,
+        report_stale,
     )
     from search.storage import artifact_dir_for
 
-    if options.n_trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {options.n_trials}")
+    check_run_options(options)
     check_ray_options(ray_options)
     settings = scheduler_settings(spec, ray_options)
     device = _worker_device(options.device, ray_options.gpus_per_trial)
@@ -117,10 +118,12 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
     study_name = options.study_name or spec.name
     artifact_dir = Path(options.artifact_dir or artifact_dir_for(options.storage_url)).resolve()
     study = create_or_load_study(spec, study_name, options)
+    run_id = uuid.uuid4().hex[:12]
+    dealer = make_dealer(spec, study_name, options, run_id)
+    stale = report_stale(dealer)
     n_trials = options.n_trials
     if spec.is_grid:
-        n_trials = min(n_trials, requeue_failed_grid_points(study, spec))
-    run_id = uuid.uuid4().hex[:12]
+        n_trials = min(n_trials, dealer.missing_points())
 
     start = time.perf_counter()
     progress = _Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
@@ -130,7 +133,7 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
     try:
         if n_trials:
             connected = _init_ray(ray, ray_options)
-            stopped_by = _fit(spec, options, ray_options, settings, study, study_name, run_id,
+            stopped_by = _fit(spec, options, ray_options, settings, dealer, study_name, run_id,
                               n_trials, device, artifact_dir, tune_dir, progress)
     except KeyboardInterrupt:
         stopped_by = "interrupt"
@@ -141,7 +144,8 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
         fail_running_trials(study, run_id)
         shutil.rmtree(tune_dir, ignore_errors=True)
     return _summarise(study, run_id, artifact_dir, options.storage_url,
-                      time.perf_counter() - start, stopped_by)
+                      time.perf_counter() - start, stopped_by, stale + dealer.failed_stale,
+                      grid_was_complete=spec.is_grid and n_trials == 0)
 
 
 def _worker_device(device: str, gpus_per_trial: float) -> str:
@@ -175,7 +179,7 @@ def _init_ray(ray: Any, ray_options: RayOptions) -> bool:
 
 
 def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[str, Any],
-         study: Any, study_name: str, run_id: str, n_trials: int, device: str,
+         dealer: Any, study_name: str, run_id: str, n_trials: int, device: str,
          artifact_dir: Path, tune_dir: Path, progress: Any) -> str:
     import optuna
     import ray
@@ -183,12 +187,9 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
 
     from search._ray_searcher import CooperativeASHA, OptunaAskSearcher
     from search._ray_worker import WorkerSetup, run_trial
-    from search.components import make_sampler
-    from search.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(options.storage_url),
-                              sampler=make_sampler(spec, options.seed))
+    study = dealer.study
     use_asha = settings["name"] == "asha"
     setup = WorkerSetup(
         spec=spec, study_name=study_name, storage_url=options.storage_url,
@@ -202,7 +203,7 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
         progress.handle(("trial", {"number": number, "state": state, "value": value,
                                    "note": note}))
 
-    searcher = OptunaAskSearcher(study, spec, run_id, n_trials, on_done,
+    searcher = OptunaAskSearcher(dealer, spec, n_trials, on_done,
                                  deadline=time.time() + options.timeout if options.timeout
                                  else None)
     scheduler = None

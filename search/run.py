@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from search.runner import RunOptions, run_study
+    from search.runner import RunOptions, check_run_options, run_study
 
     spec = load_study_spec(args.study).with_overrides(
         fixed=parse_overrides(args.overrides), sampler=args.sampler, pruner=args.pruner)
@@ -136,6 +136,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         seed=args.seed, artifact_dir=args.artifact_dir, study_name=args.study_name,
         threads=args.threads, cache_dir=args.cache_dir, progress=not args.no_progress,
         command=args.command)
+    check_run_options(options)
     _check_data(spec.objective, data_dir)
     preflight(spec, Runtime(data_dir=data_dir, device=resolve_device(args.device),
                             cache_dir=args.cache_dir))
@@ -152,8 +153,22 @@ def run_from_args(args: argparse.Namespace) -> int:
         summary = run_study_ray(spec, options, _ray_options(args))
     else:
         summary = run_study(spec, options)
-    print(f"added {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed "
-          f"trial(s) in {summary.seconds:.1f}s (stopped by {summary.stopped_by})")
+    return report_summary(summary, spec)
+
+
+def report_summary(summary: Any, spec: StudySpec) -> int:
+    """Print what the run added and where; return the exit code.
+
+    Non-zero when the run stopped on an error (1), was interrupted (130), or ran trials of
+    which none ended COMPLETE or PRUNED (1). A grid with nothing left to run is not an error.
+    """
+    if summary.grid_was_complete:
+        print(f"the grid of study {summary.study_name!r} is complete: every point has a "
+              "COMPLETE or PRUNED trial; nothing to run. For a fresh study run the same command "
+              "with --study-name NEW_NAME (or another --storage)")
+    else:
+        print(f"added {summary.complete} complete, {summary.pruned} pruned, {summary.failed} "
+              f"failed trial(s) in {summary.seconds:.1f}s (stopped by {summary.stopped_by})")
     if summary.best_number is not None:
         print(f"best trial #{summary.best_number}: {spec.metric}={summary.best_value:.4f} "
               f"params={summary.best_params}")
@@ -162,7 +177,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     if summary.stopped_by.startswith("error"):
         print(summary.stopped_by, file=sys.stderr)
         return 1
-    return 130 if summary.stopped_by == "interrupt" else 0
+    if summary.stopped_by == "interrupt":
+        return 130
+    if summary.failed and not summary.complete + summary.pruned:
+        print(f"error: all {summary.failed} trial(s) of this run failed (their errors are "
+              "above and on each trial's 'error' attribute)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _ray_options(args: argparse.Namespace) -> Any:

@@ -1,15 +1,18 @@
 """Run a study: create or resume it in the storage, then run trials in one or more processes.
 
-``run_study(spec, options)`` is the library entry point behind ``python -m search.run``. Each
-worker process loads the study from the shared storage, claims trials from a shared count
-(so ``--trials`` is what the whole run adds) and sends each finished trial to the parent,
-which draws the progress bar. Ctrl-C ends running trials as FAIL, keeps finished ones, and
-the next run resumes.
+``run_study(spec, options)`` is the library entry point behind ``python -m search.run``. The
+parent process is the only one that claims trials (``TrialDealer``: it asks the sampler or picks
+the next missing grid point, under the storage's lock) and hands each to an idle worker; the
+workers only train, report and tell Optuna how their trial ended, with a heartbeat while it
+runs. A worker that dies has its trial marked FAIL with the reason and is replaced, and its
+ticket goes back, so the run still adds what it was asked for. Workers exit when the parent
+dies; a later command fails the trials they left RUNNING (``search.liveness``). Ctrl-C ends
+running trials as FAIL, keeps finished ones, and the next run resumes.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -19,7 +22,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,16 +32,21 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from objectives import get_objective
+from objectives.config import config_to_dict
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_device
+from search.claims import TrialDealer
 from search.components import make_pruner, make_sampler
+from search.liveness import Heartbeat, Owner, watch_parent
 from search.notes import write_study_note
 from search.provenance import data_fingerprint
 from search.spec import StudySpec
-from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage
-from search.trial import TrialRunner, grid_search_space
+from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage, storage_lock
+from search.trial import TrialRunner
 
 Event = tuple[str, dict[str, Any]]
+CLAIM_ATTEMPTS = 4  # a storage error in a claim is retried this often
+MAX_DEATHS_IN_A_ROW = 3  # workers dying without a trial ending in between stop the run
 
 
 @dataclass(frozen=True)
@@ -75,46 +83,85 @@ class RunSummary:
     best_params: dict[str, Any]
     seconds: float
     stopped_by: str  # "trials", "grid", "timeout", "interrupt" or "error: ..."
+    stale_failed: int = 0  # trials of dead processes this run found RUNNING and failed
+    grid_was_complete: bool = False  # a grid study with nothing left to run
 
 
-def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
-    """Create or resume ``spec``'s study and add ``options.n_trials`` trials to it."""
+def check_run_options(options: RunOptions) -> None:
+    """Refuse numbers that cannot make a run, before anything is opened."""
     if options.n_trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {options.n_trials}")
     if options.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {options.jobs}")
+    if options.timeout is not None and not options.timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got "
+                          f"{options.timeout}")
+    if options.threads is not None and options.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {options.threads}")
+
+
+def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
+    """Create or resume ``spec``'s study and add ``options.n_trials`` trials to it."""
+    check_run_options(options)
     device = resolve_device(options.device)
     study_name = options.study_name or spec.name
     artifact_dir = options.artifact_dir or artifact_dir_for(options.storage_url)
     study = create_or_load_study(spec, study_name, options)
-    n_trials = options.n_trials
-    if spec.is_grid:
-        n_trials = min(n_trials, requeue_failed_grid_points(study, spec))
     run_id = uuid.uuid4().hex[:12]
+    dealer = make_dealer(spec, study_name, options, run_id)
+    stale = report_stale(dealer)
+    n_trials = options.n_trials
+    grid_was_complete = False
+    if spec.is_grid:
+        n_trials = min(n_trials, dealer.missing_points())
+        grid_was_complete = n_trials == 0
     work = _Work(spec=spec, study_name=study_name, storage_url=options.storage_url,
                  artifact_dir=artifact_dir, device=device, data_dir=options.data_dir,
-                 seed=options.seed, threads=options.threads or default_threads(spec, options),
+                 threads=options.threads or default_threads(spec, options),
                  cache_dir=options.cache_dir, run_id=run_id,
                  deadline=time.time() + options.timeout if options.timeout else None)
 
     start = time.perf_counter()
     progress = _Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
-    stopped_by = "trials"
+    stopped_by = "grid"
     try:
-        if n_trials == 0:
-            stopped_by = "grid"
-        elif options.jobs == 1:
-            stopped_by = _run_worker(work, 0, _LocalTickets(n_trials), progress.handle)
-        else:
-            stopped_by = _run_processes(work, options.jobs, n_trials, progress)
+        if n_trials and options.jobs == 1:
+            stopped_by = _run_inline(work, dealer, n_trials, progress)
+        elif n_trials:
+            stopped_by = _WorkerPool(work, dealer, options.jobs, progress).run(n_trials)
+        if stopped_by == "trials" and n_trials < options.n_trials:
+            stopped_by = "grid"  # the grid's missing points were fewer than asked
     except KeyboardInterrupt:
         stopped_by = "interrupt"
     finally:
-        progress.close()
-        fail_running_trials(study, run_id)
+        with _signals_deferred():
+            progress.close()
+            fail_running_trials(study, run_id)
     return _summarise(study, run_id, artifact_dir, options.storage_url,
                       time.perf_counter() - start, stopped_by if progress.error is None
-                      else f"error: {progress.error}")
+                      else f"error: {progress.error}", stale + dealer.failed_stale,
+                      grid_was_complete)
+
+
+def make_dealer(spec: StudySpec, study_name: str, options: RunOptions,
+                run_id: str) -> TrialDealer:
+    """The run's trial dealer, with the study's sampler seeded by ``--seed``."""
+    # Grids are dealt from their missing points; their sampler never draws.
+    sampler = (optuna.samplers.RandomSampler() if spec.is_grid
+               else make_sampler(spec, options.seed))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(options.storage_url),
+                              sampler=sampler, pruner=make_pruner(spec))
+    return TrialDealer(study, spec, options.storage_url, run_id)
+
+
+def report_stale(dealer: TrialDealer) -> int:
+    """Fail the trials that dead processes left RUNNING, and say how many."""
+    count = dealer.fail_stale()
+    dealer.failed_stale = 0
+    if count:
+        print(f"failed {count} trial(s) left RUNNING by processes that are gone; grid points "
+              "among them run again", flush=True)
+    return count
 
 
 def default_threads(spec: StudySpec, options: RunOptions) -> int:
@@ -126,53 +173,55 @@ def default_threads(spec: StudySpec, options: RunOptions) -> int:
 
 
 def create_or_load_study(spec: StudySpec, study_name: str, options: RunOptions) -> optuna.Study:
-    """Create the study (or load it to resume) and store its description on it."""
+    """Create the study (or load it to resume, refusing changed settings) and describe it."""
     storage = open_storage(options.storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(study_name=study_name, storage=storage,
-                                    direction=spec.direction, load_if_exists=True)
-    except ValueError as exc:
-        raise ConfigError(f"study {study_name!r} in {options.storage_url} cannot be resumed: "
-                          f"{exc}; use --study-name to start a new one") from None
-    existing = study.user_attrs.get("objective")
-    if existing is not None and existing != spec.objective:
-        raise ConfigError(f"study {study_name!r} in {options.storage_url} was made with objective "
-                          f"{existing!r}, not {spec.objective!r}; use --study-name for a new one")
-    study.set_user_attr("objective", spec.objective)
-    study.set_user_attr("metric", spec.metric)
-    with warnings.catch_warnings():  # set_metric_names is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([spec.metric])  # the dashboard's axes say val_accuracy
-    study.set_user_attr("description", spec.description)
-    study.set_user_attr("fixed", dict(spec.fixed))
-    study.set_user_attr("searched", spec.searched_keys())
-    study.set_user_attr("spec_file", str(spec.path) if spec.path else spec.name)
-    study.set_user_attr("command", options.command)
-    write_study_note(study, spec, options.command, data_fingerprint(
-        options.data_dir / get_objective(spec.objective).dataset))
+    with storage_lock(options.storage_url):  # several commands may create it at once
+        try:
+            study = optuna.create_study(study_name=study_name, storage=storage,
+                                        direction=spec.direction, load_if_exists=True)
+        except ValueError as exc:
+            raise ConfigError(f"study {study_name!r} in {options.storage_url} cannot be "
+                              f"resumed: {exc}; use --study-name to start a new one") from None
+        check_same_settings(study, spec, options.storage_url)
+        study.set_user_attr("objective", spec.objective)
+        study.set_user_attr("metric", spec.metric)
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([spec.metric])  # the dashboard's axes say val_accuracy
+        study.set_user_attr("description", spec.description)
+        study.set_user_attr("fixed", dict(spec.fixed))
+        study.set_user_attr("searched", spec.searched_keys())
+        study.set_user_attr("spec_file", str(spec.path) if spec.path else spec.name)
+        study.set_user_attr("command", options.command)
+        write_study_note(study, spec, options.command, data_fingerprint(
+            options.data_dir / get_objective(spec.objective).dataset))
     return study
 
 
-def requeue_failed_grid_points(study: optuna.Study, spec: StudySpec) -> int:
-    """Enqueue grid points whose every trial failed (Optuna counts FAIL as done); return how
-    many points are still to run."""
-    space = grid_search_space(spec)
-    names = list(space)
-    done, failed, queued = set(), set(), set()
-    for trial in study.get_trials(deepcopy=False):
-        key = tuple(trial.params.get(n, trial.system_attrs.get("fixed_params", {}).get(n))
-                    for n in names)
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-            done.add(key)
-        elif trial.state == TrialState.FAIL:
-            failed.add(key)
-        elif trial.state == TrialState.WAITING:
-            queued.add(key)
-    for key in sorted(failed - done - queued, key=str):
-        study.enqueue_trial(dict(zip(names, key, strict=True)))
-    every = set(itertools.product(*space.values()))
-    return len(every - done)
+def check_same_settings(study: optuna.Study, spec: StudySpec, storage_url: str) -> None:
+    """A resumed study keeps its objective and fixed settings: one line names each change."""
+    name = study.study_name
+    existing = study.user_attrs.get("objective")
+    if existing is not None and existing != spec.objective:
+        raise ConfigError(f"study {name!r} in {storage_url} was made with objective "
+                          f"{existing!r}, not {spec.objective!r}; use --study-name for a new one")
+    stored = study.user_attrs.get("fixed")
+    if existing is None or not isinstance(stored, dict):
+        return
+    objective = get_objective(spec.objective)
+    try:
+        before = config_to_dict(objective.make_config(stored, source="stored settings"))
+    except ConfigError:
+        before = dict(stored)
+    after = config_to_dict(objective.make_config(spec.fixed, source=str(spec.path or spec.name)))
+    changed = [f"{key} {before.get(key)!r} -> {after.get(key)!r}"
+               for key in sorted(set(stored) | set(spec.fixed))
+               if before.get(key) != after.get(key)]
+    if changed:
+        raise ConfigError(f"study {name!r} in {storage_url} was made with other fixed settings "
+                          f"({'; '.join(changed)}); resume it with its own settings, or use "
+                          "--study-name NAME for a new study with these")
 
 
 def fail_running_trials(study: optuna.Study, run_id: str) -> int:
@@ -202,150 +251,319 @@ class _Work:
     artifact_dir: Path
     device: str
     data_dir: Path
-    seed: int | None
     threads: int
     cache_dir: Path
     run_id: str
     deadline: float | None
 
-
-class _LocalTickets:
-    """The trial count left to claim, for a single in-process worker."""
-
-    def __init__(self, n: int):
-        self.left = n
-
-    def claim(self) -> bool:
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
 
 
-class _SharedTickets:
-    """The trial count left to claim, shared between worker processes."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def claim(self) -> bool:
-        with self.value.get_lock():
-            if self.value.value <= 0:
-                return False
-            self.value.value -= 1
-            return True
-
-
-def _run_worker(work: _Work, index: int, tickets: Any, emit: Callable[[Event], None]) -> str:
-    """Claim and run trials until the count, the grid or the time runs out."""
+def open_worker(work: _Work) -> tuple[optuna.Study, TrialRunner]:
+    """A worker's study (with the study's pruner) and trial runner."""
     import torch
 
     torch.set_num_threads(work.threads)
     # Failed trials are reported as one line by the parent, not as Optuna's traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    seed = None if work.seed is None else work.seed + index
-    sampler = make_sampler(work.spec, seed)
+    # The dealer drew every parameter already; this sampler never has to.
     study = optuna.load_study(study_name=work.study_name, storage=open_storage(work.storage_url),
-                              sampler=sampler, pruner=make_pruner(work.spec))
+                              sampler=optuna.samplers.RandomSampler(),
+                              pruner=make_pruner(work.spec))
     runtime = Runtime(data_dir=work.data_dir, device=work.device, cache_dir=work.cache_dir)
-    objective = TrialRunner(work.spec, runtime, work.artifact_dir, work.run_id)
-    while True:
-        if work.deadline is not None and time.time() >= work.deadline:
-            return "timeout"
-        if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
-            return "grid"
-        if not tickets.claim():
-            return "trials"
-        trial_ids: list[int] = []
+    return study, TrialRunner(work.spec, runtime, work.artifact_dir, work.run_id)
+
+
+def run_claimed_trial(study: optuna.Study, runner: TrialRunner, trial_id: int) -> dict[str, Any]:
+    """Run a dealt trial to its end, with a heartbeat, and tell Optuna how it ended.
+
+    Returns the trial's progress event. An ``HPSearchError`` (bad input every trial would hit)
+    and ``KeyboardInterrupt`` end the trial as FAIL and propagate.
+    """
+    storage = study._storage
+    trial = optuna.Trial(study, trial_id)
+    value: float | None = None
+    with Heartbeat(storage, trial_id):
         try:
-            study.optimize(_remember(objective, trial_ids), n_trials=1)
-        except HPSearchError as exc:
-            emit(("error", {"message": str(exc)}))
-            return "error"
+            value = runner(trial)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except (HPSearchError, KeyboardInterrupt) as exc:
+            if isinstance(exc, HPSearchError):
+                storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+            _tell(study, trial, None, TrialState.FAIL)
+            raise
         except Exception:
-            pass  # recorded as FAIL on the trial, with its error; the study goes on
-        if trial_ids:
-            trial = study._storage.get_trial(trial_ids[0])
-            emit(("trial", {"number": trial.number, "state": trial.state.name,
-                            "value": trial.value,
-                            "note": trial.user_attrs.get("error")
-                            or trial.user_attrs.get("pruned_reason", "")}))
+            state = TrialState.FAIL  # the runner stored the error on the trial
+        _tell(study, trial, value, state)
+    return trial_event(storage, trial_id)
 
 
-def _remember(objective: TrialRunner, trial_ids: list[int]) -> Callable[[optuna.Trial], float]:
-    def wrapped(trial: optuna.Trial) -> float:
-        trial_ids.append(trial._trial_id)
-        return objective(trial)
-
-    return wrapped
-
-
-def _process_main(work: _Work, index: int, tickets_value: Any, events: Any) -> None:
-    try:
-        reason = _run_worker(work, index, _SharedTickets(tickets_value), events.put)
-        events.put(("done", {"worker": index, "reason": reason}))
-    except KeyboardInterrupt:
-        events.put(("done", {"worker": index, "reason": "interrupt"}))
-    except HPSearchError as exc:
-        events.put(("error", {"message": str(exc)}))
-        events.put(("done", {"worker": index, "reason": "error"}))
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None,
+          state: TrialState) -> None:
+    """``study.tell``, retried on storage errors (a dropped connection, a locked file)."""
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            return
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+        except Exception:
+            if attempt == CLAIM_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
 
 
-def _run_processes(work: _Work, jobs: int, n_trials: int, progress: _Progress) -> str:
-    context = mp.get_context("spawn")  # fork would copy torch/SQLAlchemy state across processes
-    tickets = context.Value("i", n_trials)
-    events = context.Queue()
-    workers = [context.Process(target=_process_main, args=(work, i, tickets, events),
-                               daemon=True) for i in range(jobs)]
-    for worker in workers:
-        worker.start()
-    reasons: list[str] = []
-    try:
-        while len(reasons) < jobs:
-            try:
-                kind, payload = events.get(timeout=0.5)
-            except queue.Empty:
-                if not any(w.is_alive() for w in workers):
-                    break
-                continue
-            if kind == "done":
-                reasons.append(payload["reason"])
-            else:
-                progress.handle((kind, payload))
-    except KeyboardInterrupt:
-        _stop_workers(workers)
-        raise
-    finally:
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.terminate()
-    if "interrupt" in reasons:
-        raise KeyboardInterrupt
-    for reason in ("error", "timeout", "grid"):
-        if reason in reasons:
-            return reason
+def trial_event(storage: optuna.storages.BaseStorage, trial_id: int) -> dict[str, Any]:
+    """The progress bar's view of a trial: number, state, value and its error or reason."""
+    trial = storage.get_trial(trial_id)
+    return {"trial_id": trial_id, "number": trial.number, "state": trial.state.name,
+            "value": trial.value,
+            "note": trial.user_attrs.get("error") or trial.user_attrs.get("pruned_reason", "")}
+
+
+def claim(dealer: TrialDealer, owner: Owner) -> int | None:
+    """The dealer's next trial, retrying storage errors; Ctrl-C waits until it is made."""
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            with _signals_deferred():
+                return dealer.next_trial(owner)
+        except HPSearchError:
+            raise
+        except Exception as exc:
+            if attempt == CLAIM_ATTEMPTS - 1:
+                raise ConfigError(f"the storage failed {CLAIM_ATTEMPTS} times while claiming a "
+                                  f"trial ({type(exc).__name__}: {_first_line(exc)}); check that "
+                                  "it is reachable and rerun to resume") from None
+            time.sleep(0.5 * 2 ** attempt)
+    return None
+
+
+def _run_inline(work: _Work, dealer: TrialDealer, n_trials: int, progress: _Progress) -> str:
+    """``--jobs 1``: claim and run trials one after another in this process."""
+    study, runner = open_worker(work)
+    me = Owner.of()
+    ended = 0
+    while ended < n_trials:
+        if work.timed_out():
+            return "timeout"
+        try:
+            trial_id = claim(dealer, me)
+        except HPSearchError as exc:
+            progress.handle(("error", {"message": str(exc)}))
+            return "error"
+        if trial_id is None:
+            return "grid"
+        try:
+            event = run_claimed_trial(study, runner, trial_id)
+        except HPSearchError as exc:
+            progress.handle(("error", {"message": str(exc)}))
+            return "error"
+        progress.handle(("trial", event))
+        ended += 1
     return "trials"
 
 
-def _stop_workers(workers: list[Any]) -> None:
-    """After Ctrl-C: let the workers record their trials as FAIL and exit.
+@dataclass
+class _Slot:
+    """One worker process, its task queue and the trial it runs (None when idle)."""
 
-    From a terminal the workers get the same SIGINT as the parent; when only the parent was
-    signalled, pass it on. Workers still alive after that are terminated; the parent then marks
-    their trials FAIL (``fail_running_trials``).
-    """
-    deadline = time.time() + 2
-    for worker in workers:
-        worker.join(timeout=max(0.0, deadline - time.time()))
-    for worker in workers:
-        if worker.is_alive() and worker.pid is not None:
-            os.kill(worker.pid, signal.SIGINT)
-    deadline = time.time() + 10
-    for worker in workers:
-        worker.join(timeout=max(0.0, deadline - time.time()))
-        if worker.is_alive():
-            worker.terminate()
+    process: Any
+    tasks: Any
+    trial_id: int | None = None
+
+
+class _WorkerPool:
+    """``--jobs K``: K worker processes fed with trials by this (the parent) process."""
+
+    def __init__(self, work: _Work, dealer: TrialDealer, jobs: int, progress: _Progress):
+        self.work = work
+        self.dealer = dealer
+        self.jobs = jobs
+        self.progress = progress
+        self.context = mp.get_context("spawn")  # fork would copy torch/SQLAlchemy state
+        self.events = self.context.Queue()
+        self.slots: dict[int, _Slot] = {}  # by worker pid
+        self.deaths_in_a_row = 0
+
+    def run(self, n_trials: int) -> str:
+        stop: str | None = None
+        handed = 0  # trials handed out whose end counts against n_trials
+        try:
+            for _ in range(self.jobs):
+                self._start_worker()
+            while True:
+                for slot in self._idle():
+                    if stop is not None or handed >= n_trials:
+                        break
+                    if self.work.timed_out():
+                        stop = "timeout"
+                        break
+                    try:
+                        trial_id = claim(self.dealer, Owner.of(slot.process.pid))
+                    except HPSearchError as exc:
+                        self.progress.handle(("error", {"message": str(exc)}))
+                        stop = "error"
+                        break
+                    if trial_id is None:
+                        stop = "grid"
+                        break
+                    slot.trial_id = trial_id
+                    slot.tasks.put(trial_id)
+                    handed += 1
+                if not any(s.trial_id is not None for s in self.slots.values()):
+                    return stop or "trials"
+                handed -= self._wait_for_event()
+                if self.deaths_in_a_row >= MAX_DEATHS_IN_A_ROW and stop is None:
+                    self.progress.handle(("error", {"message": (
+                        f"{self.deaths_in_a_row} workers died in a row (see the failed trials "
+                        "above); the run stops")}))
+                    stop = "error"
+        except KeyboardInterrupt:
+            with _signals_deferred():
+                self._stop_workers()
+            raise
+        finally:
+            with _signals_deferred():
+                self._close()
+
+    def _idle(self) -> list[_Slot]:
+        return [s for s in self.slots.values() if s.trial_id is None and s.process.is_alive()]
+
+    def _start_worker(self) -> None:
+        tasks = self.context.SimpleQueue()
+        process = self.context.Process(target=_worker_main, daemon=True,
+                                       args=(self.work, tasks, self.events, os.getpid()))
+        process.start()
+        self.slots[process.pid] = _Slot(process, tasks)
+
+    def _wait_for_event(self) -> int:
+        """Handle one worker event, or the workers that died; return tickets given back."""
+        try:
+            kind, payload = self.events.get(timeout=0.5)
+        except queue.Empty:
+            return self._reap_dead()
+        slot = self.slots.get(payload.get("worker", -1))
+        if kind == "trial":
+            if slot is None or slot.trial_id != payload["trial_id"]:
+                return 0  # already accounted for when its worker was reaped
+            slot.trial_id = None
+            self.deaths_in_a_row = 0
+            self.progress.handle(("trial", payload))
+        elif kind == "error":
+            if slot is not None:
+                slot.trial_id = None
+            self.progress.handle(("error", payload))
+            self.deaths_in_a_row = MAX_DEATHS_IN_A_ROW  # stop: the error hits every trial
+        return 0
+
+    def _reap_dead(self) -> int:
+        """Fail the trials of workers that died, replace those workers; return tickets back."""
+        given_back = 0
+        for pid, slot in list(self.slots.items()):
+            if slot.process.is_alive():
+                continue
+            del self.slots[pid]
+            if slot.trial_id is not None:
+                given_back += self._fail_dead_workers_trial(slot)
+            self._start_worker()
+        return given_back
+
+    def _fail_dead_workers_trial(self, slot: _Slot) -> int:
+        storage = self.dealer.study._storage
+        trial_id = slot.trial_id
+        assert trial_id is not None
+        code = slot.process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        try:
+            storage.set_trial_user_attr(trial_id, "error", f"worker died ({how}, pid "
+                                        f"{slot.process.pid}) while running the trial")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.progress.handle(("trial", trial_event(storage, trial_id)))
+            return 0  # it ended just before its worker did
+        self.deaths_in_a_row += 1
+        self.progress.handle(("trial", trial_event(storage, trial_id)))
+        return 1  # a trial lost with its worker does not use up the run's count
+
+    def _stop_workers(self) -> None:
+        """After Ctrl-C: let the workers record their trials as FAIL, then end them.
+
+        From a terminal the workers get the same SIGINT as the parent; when only the parent
+        was signalled (SIGTERM), pass it on. The parent then marks what is left as FAIL.
+        """
+        workers = [s.process for s in self.slots.values()]
+        deadline = time.time() + 2
+        for worker in workers:
+            worker.join(timeout=max(0.0, deadline - time.time()))
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGINT)
+        deadline = time.time() + 10
+        for worker in workers:
+            worker.join(timeout=max(0.0, deadline - time.time()))
+
+    def _close(self) -> None:
+        for slot in self.slots.values():
+            if slot.process.is_alive():
+                with contextlib.suppress(Exception):
+                    slot.tasks.put(None)
+        deadline = time.time() + 30
+        for slot in self.slots.values():
+            slot.process.join(timeout=max(0.0, deadline - time.time()))
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join(timeout=5)
+
+
+def _worker_main(work: _Work, tasks: Any, events: Any, parent_pid: int) -> None:
+    """A worker process: run the trials the parent hands over until told to stop."""
+    signal.signal(signal.SIGINT, _interrupt_once)
+    watch_parent(parent_pid)
+    me = os.getpid()
+    try:
+        study, runner = open_worker(work)
+        while True:
+            trial_id = tasks.get()
+            if trial_id is None:
+                return
+            events.put(("trial", {**run_claimed_trial(study, runner, trial_id), "worker": me}))
+    except KeyboardInterrupt:
+        return
+    except HPSearchError as exc:
+        events.put(("error", {"worker": me, "message": str(exc)}))
+    except Exception as exc:  # the storage failed beyond retries: say so, then exit
+        events.put(("error", {"worker": me, "message": f"worker {me} stopped: "
+                              f"{type(exc).__name__}: {_first_line(exc)}"}))
+
+
+def _interrupt_once(_signum: int, _frame: object) -> None:
+    """The first SIGINT interrupts the trial; later ones must not interrupt its recording."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (a claim or a sweep is never cut short)."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    except (AttributeError, ValueError, OSError):  # not the main thread, or not POSIX
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _Progress:
@@ -383,7 +601,8 @@ class _Progress:
 
 
 def _summarise(study: optuna.Study, run_id: str, artifact_dir: Path, storage_url: str,
-               seconds: float, stopped_by: str) -> RunSummary:
+               seconds: float, stopped_by: str, stale_failed: int = 0,
+               grid_was_complete: bool = False) -> RunSummary:
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("run_id") == run_id]
     count = {state: sum(t.state == state for t in mine)
              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -396,4 +615,5 @@ def _summarise(study: optuna.Study, run_id: str, artifact_dir: Path, storage_url
         complete=count[TrialState.COMPLETE], pruned=count[TrialState.PRUNED],
         failed=count[TrialState.FAIL], best_number=best.number if best else None,
         best_value=best.value if best else None, best_params=dict(best.params) if best else {},
-        seconds=seconds, stopped_by=stopped_by)
+        seconds=seconds, stopped_by=stopped_by, stale_failed=stale_failed,
+        grid_was_complete=grid_was_complete)
