@@ -9,8 +9,9 @@ run again.
 A grid study is run from its missing points, not with Optuna's ``GridSampler`` (which counts
 FAIL as done and shuffles its grid with the sampler seed): a point is done when a COMPLETE or
 PRUNED trial has its parameters under the study's fixed settings, and taken while a live trial
-runs it. Points whose trials failed or were interrupted come first, then the rest in the
-grid's order, whatever ``--seed`` and the number of workers. Other studies ask their sampler
+runs it. Points whose trials failed or were interrupted in earlier runs come first, then the
+rest in the grid's order, whatever ``--seed`` and the number of workers; a point that failed in
+this run waits for the next run. Other studies ask their sampler
 (``study.ask`` and the searched values drawn here), so a seeded single-process search draws
 the same trials on every run.
 """
@@ -32,7 +33,7 @@ from search.spec import StudySpec
 from search.storage import storage_lock
 from search.trial import grid_search_space, suggest_values
 
-STALE_ERROR = "interrupted: {reason} before the trial ended"
+STALE_ERROR = "worker died: {reason} before the trial ended"
 
 
 class TrialDealer:
@@ -106,7 +107,10 @@ class TrialDealer:
         taken = _points(trials, self.spec, (TrialState.COMPLETE, TrialState.PRUNED,
                                             TrialState.RUNNING))
         failed = _points(trials, self.spec, (TrialState.FAIL,))
-        missing = [p for p in grid_points(self.spec) if p not in taken]
+        # A point that failed in this run is left for the next run (it would likely fail again).
+        failed_here = _points([t for t in trials if t.user_attrs.get("run_id") == self.run_id],
+                              self.spec, (TrialState.FAIL,))
+        missing = [p for p in grid_points(self.spec) if p not in taken and p not in failed_here]
         missing.sort(key=lambda p: p not in failed)  # stable: failed first, then grid order
         return missing[0] if missing else None
 
