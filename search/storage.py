@@ -40,6 +40,7 @@ def open_storage(url: str) -> BaseStorage:
         try:
             storage = JournalStorage(JournalFileBackend(str(journal_path)))
             storage.get_all_studies()
+            _check_journal_tail(journal_path)
         except Exception as exc:  # a garbled line: JSON, key or value errors while replaying
             raise ConfigError(f"journal file {journal_path} cannot be read ({_first_line(exc)}); "
                               "restore it from a backup or pass another --storage") from None
@@ -65,6 +66,22 @@ def open_storage(url: str) -> BaseStorage:
         raise ConfigError(f"cannot open storage {url!r}: {_first_line(exc)}; check the URL and "
                           "that the database is reachable") from None
     return storage
+
+
+def _check_journal_tail(path: Path) -> None:
+    """Optuna skips a bad last line (a write in progress); a complete one is corruption, and
+    lines appended after it would make the whole file unreadable."""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 65536))
+        lines = handle.read().splitlines(keepends=True)
+    if lines and lines[-1].endswith(b"\n") and lines[-1].strip():
+        import json
+
+        try:
+            json.loads(lines[-1])
+        except ValueError:
+            raise ValueError(f"its last line is not a journal record: {lines[-1][:60]!r}"
+                             ) from None
 
 
 def _open_rdb(url: str) -> RDBStorage:
