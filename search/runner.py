@@ -262,9 +262,9 @@ class _Work:
 
 def open_worker(work: _Work) -> tuple[optuna.Study, TrialRunner]:
     """A worker's study (with the study's pruner) and trial runner."""
-    import torch
-
-    torch.set_num_threads(work.threads)
+    get_objective(work.spec.objective)  # imports torch where the objective uses it
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(work.threads)
     # Failed trials are reported as one line by the parent, not as Optuna's traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # The dealer drew every parameter already; this sampler never has to.
