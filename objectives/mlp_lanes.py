@@ -1,0 +1,535 @@
+"""Train many MLP configs at once as lanes of one batched model (a population trainer).
+
+One small MLP step is mostly per-operation overhead (Python, autograd, the optimizer), not
+arithmetic. ``train_lanes`` stacks K configs as K lanes of one model: every layer is one
+batched matmul over the lanes (``baddbmm`` on ``[K, batch, width]``), every lane's parameters
+live in one flat tensor, and the optimizer (Adam or SGD, with per-lane learning rate, weight
+decay and momentum) is a handful of element-wise operations over that tensor. Each lane gets
+exactly what it would get alone in ``objectives.mlp.fit``: its initial weights are copied from
+the single-trial model built with its seed, it draws its own batch order from its own
+generator, and it reports every epoch to its own reporter.
+
+Lanes share a *pack* when their data settings, batch size, optimizer and BatchNorm agree.
+Inside a pack, widths are padded to the pack's width (16, 64, 256, ...) with units
+whose weights and gradients are held at zero, and depths to the pack's depth with masked
+pass-through layers: padding costs little next to the per-operation overhead it shares
+(measured: five depth/width shapes of width <= 16 as one d10 w16 pack step in 2.5 ms against
+5.5 ms one by one; all seven grid shapes padded to w64 gained nothing, hence width buckets).
+Packs with different keys are grouped: each trains one epoch in turn, so every lane moves
+epoch by epoch. A lane leaves when its epochs are done, when its reporter says stop, or when
+its loss diverges; ``refill`` can then add new lanes at the epoch boundary.
+
+This module knows nothing about Optuna or Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from objectives.config import check_config
+from objectives.errors import DivergedError
+from objectives.euro_data import NUM_CLASSES, EuroData, load_euro, make_features
+from objectives.mlp import (
+    EVAL_BATCH_SIZE,
+    METRICS,
+    MLP,
+    Config,
+    _decision_boundary,
+    _npy,
+    _npz,
+    _save_previews,
+    _standardizer,
+)
+from objectives.reporter import Reporter
+from objectives.runtime import Runtime
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+MIN_PACK_WIDTH = 16
+HEAD = -1  # the pack layer index of the output layer
+
+
+@dataclass
+class LaneTask:
+    """One config to train as a lane, the reporter it reports to, and the caller's tag."""
+
+    config: Config
+    reporter: Reporter
+    tag: Any = None
+
+
+@dataclass
+class LaneEnd:
+    """How a lane ended: its final metrics and model, or the error that ended it."""
+
+    task: LaneTask
+    metrics: dict[str, float] | None = None
+    model: MLP | None = None
+    error: BaseException | None = None
+
+
+def pack_key(config: Config, in_features: int) -> tuple[Any, ...]:
+    """Lanes with equal keys train in one pack (one batched model)."""
+    residual_first = config.residual and config.width == in_features  # block 0 adds its input
+    width = config.width if residual_first else _width_bucket(config.width)
+    return (config.features, config.standardize, config.train_fraction, config.train_on,
+            config.batch_size, config.optimizer, config.batch_norm, residual_first, width)
+
+
+def train_lanes(tasks: Sequence[LaneTask], runtime: Runtime, on_end: Callable[[LaneEnd], None],
+                *, capacity: int | None = None,
+                refill: Callable[[int], list[LaneTask]] | None = None) -> None:
+    """Train ``tasks`` as lanes until every lane has ended; ``on_end`` hears of each end.
+
+    Args:
+        tasks: The first lanes.
+        runtime: Where to train and where the data is.
+        on_end: Called once per lane, when it ends (done, stopped early, diverged or failed).
+        capacity: The most lanes at once (default: ``len(tasks)``).
+        refill: Called at each epoch boundary with the number of free slots; returns new
+            lanes (possibly none) to start.
+    """
+    device = torch.device(runtime.device)
+    data = load_euro(runtime.data_dir)
+    capacity = capacity or max(1, len(tasks))
+    packs: dict[tuple[Any, ...], _Pack] = {}
+
+    def add(new_tasks: Sequence[LaneTask]) -> None:
+        for task in new_tasks:
+            try:
+                check_config(task.config)
+                if data.synthetic:
+                    task.reporter.log("synthetic_data", True)
+                lane = _Lane(task, data, device)
+            except Exception as exc:
+                on_end(LaneEnd(task, error=exc))
+                continue
+            key = pack_key(task.config, lane.in_features)
+            if key not in packs:
+                packs[key] = _Pack(key, data, device)
+            packs[key].add(lane)
+
+    add(tasks)
+    while any(pack.lanes for pack in packs.values()):
+        for key, pack in list(packs.items()):
+            if not pack.lanes:
+                del packs[key]
+                continue
+            for end in pack.train_epoch():
+                on_end(end)
+        free = capacity - sum(len(pack.lanes) for pack in packs.values())
+        if refill is not None and free > 0:
+            add(refill(free))
+
+
+def _width_bucket(width: int) -> int:
+    """16, 64, 256, ...: the pack width for a lane of ``width`` (padding up to 4x pays off
+    against separate packs; measured: d6 w32 + d6 w64 as one w64 pack 2.6 ms a step against
+    3.4 ms apart)."""
+    bucket = MIN_PACK_WIDTH
+    while bucket < width:
+        bucket *= 4
+    return bucket
+
+
+@dataclass
+class _Lane:
+    """One lane's own state: its config, reporter, data subset, batch order and records."""
+
+    task: LaneTask
+    data: EuroData
+    device: torch.device
+    epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    batch_losses: list[np.ndarray] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        config = self.task.config
+        # The single-trial path seeds here, builds its data, then its model: same order.
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        n_full = len(self.data.x_train)
+        keep = np.arange(n_full)
+        if config.train_fraction < 1.0:
+            keep = np.random.default_rng(config.seed).permutation(n_full)
+            keep = np.sort(keep[: max(1, int(n_full * config.train_fraction))])
+        if config.train_on == "train+val":  # rows of the validation split follow the train rows
+            keep = np.concatenate([keep, n_full + np.arange(len(self.data.x_val))])
+        self.subset = torch.from_numpy(keep).to(self.device)
+        self.in_features = make_features(self.data.x_train[:1], config.features).shape[1]
+        self.model = MLP(self.in_features, config)  # its initial weights are the lane's
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+
+    @property
+    def config(self) -> Config:
+        return self.task.config
+
+    @property
+    def reporter(self) -> Reporter:
+        return self.task.reporter
+
+
+class _Pack:
+    """Lanes of one pack key as one batched model, trained one epoch at a time."""
+
+    def __init__(self, key: tuple[Any, ...], data: EuroData, device: torch.device):
+        (features, standardize, _, _, self.batch_size, self.optimizer, self.batch_norm,
+         _, self.width) = key
+        self.data = data
+        self.device = device
+        config = Config(features=features, standardize=standardize)
+        mean, std = _standardizer(data, config)
+        x_all = np.concatenate([data.x_train, data.x_val])
+        y_all = np.concatenate([data.y_train, data.y_val])
+        self.x_all = torch.from_numpy(make_features(x_all, features, mean, std)).to(device)
+        self.y_all = torch.from_numpy(y_all).to(device)
+        self.evals = {"val": (self.x_all[len(data.x_train):], self.y_all[len(data.x_train):]),
+                      "test": (torch.from_numpy(make_features(data.x_test, features, mean, std)
+                                                ).to(device),
+                               torch.from_numpy(data.y_test).to(device))}
+        self.in_features = self.x_all.shape[1]
+        self.lanes: list[_Lane] = []
+        self.depth = 0
+        self.state: _PackState | None = None
+
+    def add(self, lane: _Lane) -> None:
+        """Add a lane (at an epoch boundary): the stacked tensors are rebuilt around it."""
+        lanes = [*self.lanes, lane]
+        self._rebuild(lanes, kept=[*range(len(self.lanes))])
+
+    def train_epoch(self) -> list[LaneEnd]:
+        """Train every lane one epoch, report it, and return the lanes that ended."""
+        assert self.state is not None
+        state, lanes, k = self.state, self.lanes, len(self.lanes)
+        n_train = len(lanes[0].subset)
+        start = time.perf_counter()
+        # Each lane draws its permutation from its own generator, as it would alone.
+        orders = torch.stack([lane.subset[torch.randperm(n_train, generator=lane.generator)
+                                          .to(self.device)] for lane in lanes])
+        n_steps = math.ceil(n_train / self.batch_size)
+        losses = torch.empty(k, n_steps, device=self.device)
+        grad_sums = torch.zeros(k, len(state.monitored), device=self.device)
+        for step, first in enumerate(range(0, n_train, self.batch_size)):
+            index = orders[:, first:first + self.batch_size]
+            logits = state.forward(self.x_all[index], train=True)
+            lane_loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES),
+                                        self.y_all[index].reshape(-1),
+                                        reduction="none").view(k, -1).mean(1)
+            state.flat.grad = None
+            lane_loss.sum().backward()  # each lane's gradient is its own loss's
+            if state.monitored:
+                grad_sums += state.grad_norms()
+            state.step()
+            losses[:, step] = lane_loss.detach()
+        seconds = time.perf_counter() - start
+        losses_np = losses.cpu().numpy()
+        grad_means = (grad_sums / n_steps).cpu().numpy()
+        evaluated = self._evaluate()
+
+        ended: list[LaneEnd] = []
+        leaving: list[int] = []
+        for i, lane in enumerate(lanes):
+            lane.batch_losses.append(losses_np[i])
+            if not np.isfinite(losses_np[i]).all():
+                first_bad = int(np.argmin(np.isfinite(losses_np[i])))
+                lane.reporter.save_artifact("batch_losses.npy",
+                                            _npy(np.concatenate(lane.batch_losses)))
+                ended.append(LaneEnd(lane.task, error=DivergedError(
+                    f"loss became {losses_np[i][first_bad]} at epoch {lane.epoch} batch "
+                    f"{first_bad} (lr={lane.config.lr})")))
+                leaving.append(i)
+                continue
+            metrics = {**evaluated[i], "epoch_seconds": seconds, "iterations": float(n_steps)}
+            for layer in lane.config.monitor_layers:
+                metrics[f"grad_sq_norm_layer{layer}"] = float(
+                    grad_means[i, state.monitored.index(state.pack_layer(i, layer))])
+            lane.reporter.report(lane.epoch, metrics)
+            for key, value in metrics.items():
+                lane.history.setdefault(key, []).append(value)
+            lane.metrics = metrics
+            lane.epoch += 1
+            if lane.epoch >= lane.config.epochs or lane.reporter.should_stop():
+                leaving.append(i)
+                ended.append(self._finish(i, lane))
+        if leaving:
+            kept = [i for i in range(k) if i not in leaving]
+            self._rebuild([lanes[i] for i in kept], kept=kept)
+        return ended
+
+    def _finish(self, i: int, lane: _Lane) -> LaneEnd:
+        """The lane as a single ``MLP`` with its trained weights, and its artifacts."""
+        assert self.state is not None
+        model = self.state.extract(i, lane)
+        try:
+            all_losses = np.concatenate(lane.batch_losses)
+            lane.reporter.save_artifact("batch_losses.npy", _npy(all_losses))
+            tensors = {"test": self.evals["test"]}
+            boundary = _decision_boundary(model, self.data, lane.config, tensors, self.device)
+            lane.reporter.save_artifact("decision_boundary.npz", _npz(boundary))
+            _save_previews(lane.reporter, lane.history, all_losses, boundary)
+        except Exception as exc:
+            return LaneEnd(lane.task, error=exc)
+        return LaneEnd(lane.task, metrics={key: lane.metrics[key] for key in METRICS},
+                       model=model)
+
+    @torch.no_grad()
+    def _evaluate(self) -> list[dict[str, float]]:
+        """Loss and accuracy of every lane on its training rows, validation and test."""
+        assert self.state is not None
+        k = len(self.lanes)
+        out: list[dict[str, float]] = [{} for _ in range(k)]
+        subsets = torch.stack([lane.subset for lane in self.lanes])
+        splits = {"train": (subsets, None), **self.evals}
+        for split, (x, y) in splits.items():
+            n = x.shape[-1] if split == "train" else x.shape[0]
+            loss_sum = torch.zeros(k, device=self.device)
+            correct = torch.zeros(k, device=self.device)
+            chunk = max(1, EVAL_BATCH_SIZE // max(1, k // 4))
+            for first in range(0, n, chunk):
+                if split == "train":
+                    rows = x[:, first:first + chunk]
+                    inputs, target = self.x_all[rows], self.y_all[rows]
+                else:
+                    part = x[first:first + chunk]
+                    inputs = part.unsqueeze(0).expand(k, *part.shape)
+                    target = y[first:first + chunk].unsqueeze(0).expand(k, -1)
+                logits = self.state.forward(inputs, train=False)
+                loss_sum += F.cross_entropy(logits.reshape(-1, NUM_CLASSES), target.reshape(-1),
+                                            reduction="none").view(k, -1).sum(1)
+                correct += (logits.argmax(-1) == target).sum(1)
+            # One transfer per split, not one per lane (no host sync per lane on a GPU).
+            for i, (loss, hits) in enumerate(zip(loss_sum.tolist(), correct.tolist(),
+                                                 strict=True)):
+                out[i][f"{split}_loss"] = loss / n
+                out[i][f"{split}_accuracy"] = hits / n
+        return out
+
+    def _rebuild(self, lanes: list[_Lane], kept: list[int]) -> None:
+        old, self.lanes = self.state, lanes
+        self.depth = max((lane.config.depth for lane in lanes), default=0)
+        self.state = (_PackState(self, lanes, old, kept) if lanes else None)
+
+
+class _PackState:
+    """The stacked parameters, optimizer state and BatchNorm statistics of a pack's lanes.
+
+    Parameters live in one flat tensor, layer by layer, lane-major within a layer, so each
+    layer's weight is a ``[K, in, out]`` view and the optimizer updates one tensor.
+    """
+
+    def __init__(self, pack: _Pack, lanes: list[_Lane], old: _PackState | None,
+                 kept: list[int]):
+        k, depth, width = len(lanes), pack.depth, pack.width
+        self.pack, self.k, self.depth = pack, k, depth
+        self.batch_norm = pack.batch_norm
+        device = pack.device
+        # Shapes of the parameter blocks: per hidden layer weight, bias (and BN gamma, beta),
+        # then the head.
+        self.shapes: list[tuple[str, int, tuple[int, int]]] = []
+        for layer in range(depth):
+            fan_in = pack.in_features if layer == 0 else width
+            self.shapes += [("w", layer, (fan_in, width)), ("b", layer, (1, width))]
+            if self.batch_norm:
+                self.shapes += [("g", layer, (1, width)), ("beta", layer, (1, width))]
+        self.shapes += [("hw", HEAD, (width, NUM_CLASSES)), ("hb", HEAD, (1, NUM_CLASSES))]
+        sizes = [k * a * b for _, _, (a, b) in self.shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        total = int(self.offsets[-1])
+
+        flat = torch.zeros(total, device=device)
+        mask = torch.zeros(total, device=device)
+        lane_of = torch.empty(total, dtype=torch.long, device=device)
+        self.running = {layer: (torch.zeros(k, 1, width, device=device),
+                                torch.ones(k, 1, width, device=device))
+                        for layer in range(depth)} if self.batch_norm else {}
+        for i, lane in enumerate(lanes):
+            params = self._lane_params(lane)
+            for block, (kind, layer, (a, b)) in enumerate(self.shapes):
+                view = flat[self.offsets[block]:self.offsets[block + 1]].view(k, a, b)
+                mview = mask[self.offsets[block]:self.offsets[block + 1]].view(k, a, b)
+                lane_of[self.offsets[block]:self.offsets[block + 1]].view(k, a, b)[i] = i
+                source = params.get((kind, layer))
+                if source is not None:
+                    view[i, :source.shape[0], :source.shape[1]] = source
+                    mview[i, :source.shape[0], :source.shape[1]] = 1.0
+        self.mask = None if bool(mask.all()) else mask
+        self.lane_of = lane_of
+
+        # Per-lane hyperparameters, as vectors over lanes.
+        def vector(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        configs = [lane.config for lane in lanes]
+        self.lr = vector([c.lr for c in configs])
+        self.weight_decay = vector([c.weight_decay for c in configs])
+        self.momentum = vector([c.momentum for c in configs])
+        self.residual = vector([1.0 if c.residual else 0.0 for c in configs]).view(k, 1, 1)
+        self.active = torch.tensor([[layer < c.depth for c in configs] for layer in range(depth)],
+                                   device=device).view(depth, k, 1, 1)
+        self.head_from = [c.depth for c in configs]
+        self.steps = torch.zeros(k, device=device)
+        self.exp_avg = torch.zeros(total, device=device)
+        self.exp_avg_sq = torch.zeros(total, device=device)
+        monitored = {self.pack_layer(i, layer) for i, c in enumerate(configs)
+                     for layer in c.monitor_layers}
+        self.monitored = sorted(monitored)
+
+        if old is not None and kept:  # carry the kept lanes' trained state over
+            for block, (kind, layer, (a, b)) in enumerate(self.shapes):
+                new = slice(self.offsets[block], self.offsets[block + 1])
+                old_block = old._block_index(kind, layer)
+                if old_block is None:
+                    continue
+                oa, ob = old.shapes[old_block][2]
+                old_slice = slice(old.offsets[old_block], old.offsets[old_block + 1])
+                for tensor, old_tensor in ((flat, old.flat.detach()),
+                                           (self.exp_avg, old.exp_avg),
+                                           (self.exp_avg_sq, old.exp_avg_sq)):
+                    target = tensor[new].view(k, a, b)
+                    source = old_tensor[old_slice].view(old.k, oa, ob)
+                    rows, cols = min(a, oa), min(b, ob)
+                    target[:len(kept), :rows, :cols] = source[kept, :rows, :cols]
+            self.steps[:len(kept)] = old.steps[kept]
+            for layer in range(min(depth, old.depth)):
+                if layer in self.running and layer in old.running:
+                    for new_stat, old_stat in zip(self.running[layer], old.running[layer],
+                                                  strict=True):
+                        new_stat[:len(kept)] = old_stat[kept]
+        self.flat = flat.detach().requires_grad_(True)
+        # Views into the flat tensor, made once: each step's gradients land in flat.grad.
+        self.views = {(kind, layer): self.view(kind, layer) for kind, layer, _ in self.shapes}
+        self.any_residual = any(c.residual for c in configs)
+        self.full_layers = {layer for layer in range(depth)
+                            if all(layer < c.depth for c in configs)}
+
+    def _block_index(self, kind: str, layer: int) -> int | None:
+        for block, (k2, l2, _) in enumerate(self.shapes):
+            if k2 == kind and l2 == layer:
+                return block
+        return None
+
+    def _lane_params(self, lane: _Lane) -> dict[tuple[str, int], torch.Tensor]:
+        """A lane's initial parameters (from its single-trial model) by (kind, pack layer)."""
+        out: dict[tuple[str, int], torch.Tensor] = {}
+        with torch.no_grad():
+            for layer, block in enumerate(lane.model.blocks):
+                linear = block[0]
+                out[("w", layer)] = linear.weight.T.to(self.pack.device)
+                out[("b", layer)] = linear.bias.view(1, -1).to(self.pack.device)
+                if self.batch_norm:
+                    out[("g", layer)] = block[1].weight.view(1, -1).to(self.pack.device)
+                    out[("beta", layer)] = block[1].bias.view(1, -1).to(self.pack.device)
+            out[("hw", HEAD)] = lane.model.head.weight.T.to(self.pack.device)
+            out[("hb", HEAD)] = lane.model.head.bias.view(1, -1).to(self.pack.device)
+        return out
+
+    def view(self, kind: str, layer: int) -> torch.Tensor:
+        block = self._block_index(kind, layer)
+        assert block is not None
+        a, b = self.shapes[block][2]
+        return self.flat[self.offsets[block]:self.offsets[block + 1]].view(self.k, a, b)
+
+    def pack_layer(self, lane_index: int, layer: int) -> int:
+        """A lane's Linear-layer index (negative counts from its head) as a pack layer
+        (``HEAD`` for its output layer)."""
+        depth = self.head_from[lane_index]
+        layer = layer + depth + 1 if layer < 0 else layer
+        return HEAD if layer == depth else layer
+
+    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """Logits ``[K, n, classes]`` for inputs ``[K, n, features]``."""
+        views = self.views
+        for layer in range(self.depth):
+            h = torch.baddbmm(views["b", layer], x, views["w", layer])
+            if self.batch_norm:
+                h = self._batch_norm(h, layer, train)
+            h = torch.relu(h)
+            # Residual lanes add their input; at layer 0 only where width == in_features.
+            if (layer > 0 and self.any_residual) or (layer == 0 and h.shape == x.shape):
+                h = h + self.residual * x
+            # Lanes shallower than the pack pass their input through the layers they lack.
+            x = h if layer in self.full_layers else torch.where(self.active[layer], h, x)
+        return torch.baddbmm(views["hb", HEAD], x, views["hw", HEAD])
+
+    def _batch_norm(self, h: torch.Tensor, layer: int, train: bool) -> torch.Tensor:
+        running_mean, running_var = self.running[layer]
+        if train:
+            mean = h.mean(1, keepdim=True)
+            var = h.var(1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                n = h.shape[1]
+                running_mean.lerp_(mean, BN_MOMENTUM)
+                running_var.lerp_(var * (n / max(1, n - 1)), BN_MOMENTUM)
+        else:
+            mean, var = running_mean, running_var
+        normed = (h - mean) * torch.rsqrt(var + BN_EPS)
+        return normed * self.views["g", layer] + self.views["beta", layer]
+
+    def grad_norms(self) -> torch.Tensor:
+        """Each lane's squared gradient norm of each monitored layer's weight, ``[K, m]``."""
+        assert self.flat.grad is not None
+        norms = []
+        for layer in self.monitored:
+            block = self._block_index(*(("hw", HEAD) if layer == HEAD else ("w", layer)))
+            assert block is not None
+            a, b = self.shapes[block][2]
+            grad = self.flat.grad[self.offsets[block]:self.offsets[block + 1]].view(self.k, a, b)
+            norms.append(grad.pow(2).sum((1, 2)))
+        return torch.stack(norms, 1)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One optimizer step for every lane (torch's Adam or SGD, lane by lane values)."""
+        grad = self.flat.grad
+        assert grad is not None
+        if self.mask is not None:
+            grad.mul_(self.mask)  # padded units stay at zero
+        param = self.flat
+        self.steps += 1
+        lane_of = self.lane_of
+        grad = grad.add(param * self.weight_decay[lane_of])
+        if self.pack.optimizer == "adam":
+            beta1, beta2 = ADAM_BETAS
+            self.exp_avg.lerp_(grad, 1 - beta1)
+            self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size = (self.lr / (1 - beta1 ** self.steps))[lane_of]
+            correction2 = torch.sqrt(1 - beta2 ** self.steps)[lane_of]
+            denom = (self.exp_avg_sq.sqrt() / correction2).add_(ADAM_EPS)
+            param.sub_(step_size * self.exp_avg / denom)
+        else:  # SGD with momentum; the buffer starts at zero, so step 1 takes the gradient
+            buffer = self.exp_avg
+            buffer.mul_(self.momentum[lane_of]).add_(grad)
+            param.sub_(self.lr[lane_of] * buffer)
+        if self.mask is not None:
+            param.mul_(self.mask)
+
+    def extract(self, i: int, lane: _Lane) -> MLP:
+        """Lane ``i`` as a single ``MLP`` with its trained weights and BatchNorm statistics."""
+        model = lane.model
+        with torch.no_grad():
+            for layer, block in enumerate(model.blocks):
+                linear = block[0]
+                w = self.view("w", layer)[i, :linear.in_features, :linear.out_features]
+                linear.weight.copy_(w.T)
+                linear.bias.copy_(self.view("b", layer)[i, 0, :linear.out_features])
+                if self.batch_norm:
+                    bn = block[1]
+                    bn.weight.copy_(self.view("g", layer)[i, 0, :bn.num_features])
+                    bn.bias.copy_(self.view("beta", layer)[i, 0, :bn.num_features])
+                    bn.running_mean.copy_(self.running[layer][0][i, 0, :bn.num_features])
+                    bn.running_var.copy_(self.running[layer][1][i, 0, :bn.num_features])
+            head = model.head
+            head.weight.copy_(self.view("hw", HEAD)[i, :head.in_features, :].T)
+            head.bias.copy_(self.view("hb", HEAD)[i, 0, :])
+        return model.to(self.pack.device).eval()
