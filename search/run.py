@@ -98,15 +98,6 @@ def print_study_list() -> None:
         print(f"{spec.name:22s} {spec.objective:14s} {first_line}")
 
 
-def _interrupt_on_sigterm() -> None:
-    """Treat SIGTERM (kill, a scheduler's stop) like Ctrl-C: running trials end as FAIL."""
-
-    def handler(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -238,5 +229,8 @@ def _check_data(objective: str, data_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    _interrupt_on_sigterm()
+    # SIGTERM (kill, a scheduler's stop) stops a run like Ctrl-C: running trials end as FAIL.
+    from search import interrupts
+
+    interrupts.install((signal.SIGINT, signal.SIGTERM))
     raise SystemExit(main())

@@ -22,7 +22,6 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from objectives import get_objective
 from objectives.config import config_to_dict
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_device
+from search import interrupts
 from search.claims import TrialDealer
 from search.components import make_pruner, make_sampler
 from search.liveness import Heartbeat, Owner, watch_parent
@@ -124,6 +124,7 @@ def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
     start = time.perf_counter()
     progress = _Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
     stopped_by = "grid"
+    previous_handlers = interrupts.install((signal.SIGINT,))
     try:
         if n_trials and options.jobs == 1:
             stopped_by = _run_inline(work, dealer, n_trials, progress)
@@ -134,9 +135,10 @@ def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
     except KeyboardInterrupt:
         stopped_by = "interrupt"
     finally:
-        with _signals_deferred():
+        with interrupts.deferred():
             progress.close()
             fail_running_trials(study, run_id)
+        interrupts.restore(previous_handlers)
     return _summarise(study, run_id, artifact_dir, options.storage_url,
                       time.perf_counter() - start, stopped_by if progress.error is None
                       else f"error: {progress.error}", stale + dealer.failed_stale,
@@ -151,6 +153,7 @@ def make_dealer(spec: StudySpec, study_name: str, options: RunOptions,
                else make_sampler(spec, options.seed))
     study = optuna.load_study(study_name=study_name, storage=open_storage(options.storage_url),
                               sampler=sampler, pruner=make_pruner(spec))
+    interrupts.protect_storage(study._storage)
     return TrialDealer(study, spec, options.storage_url, run_id)
 
 
@@ -271,6 +274,7 @@ def open_worker(work: _Work) -> tuple[optuna.Study, TrialRunner]:
     study = optuna.load_study(study_name=work.study_name, storage=open_storage(work.storage_url),
                               sampler=optuna.samplers.RandomSampler(),
                               pruner=make_pruner(work.spec))
+    interrupts.protect_storage(study._storage)  # Ctrl-C never cuts a write in half
     runtime = Runtime(data_dir=work.data_dir, device=work.device, cache_dir=work.cache_dir)
     return study, TrialRunner(work.spec, runtime, work.artifact_dir, work.run_id)
 
@@ -328,7 +332,7 @@ def claim(dealer: TrialDealer, owner: Owner) -> int | None:
     """The dealer's next trial, retrying storage errors; Ctrl-C waits until it is made."""
     for attempt in range(CLAIM_ATTEMPTS):
         try:
-            with _signals_deferred():
+            with interrupts.deferred():
                 return dealer.next_trial(owner)
         except HPSearchError:
             raise
@@ -422,12 +426,10 @@ class _WorkerPool:
                         "above); the run stops")}))
                     stop = "error"
         except KeyboardInterrupt:
-            with _signals_deferred():
-                self._stop_workers()
+            self._stop_workers()
             raise
         finally:
-            with _signals_deferred():
-                self._close()
+            self._close()
 
     def _idle(self) -> list[_Slot]:
         return [s for s in self.slots.values() if s.trial_id is None and s.process.is_alive()]
@@ -521,7 +523,7 @@ class _WorkerPool:
 
 def _worker_main(work: _Work, tasks: Any, events: Any, parent_pid: int) -> None:
     """A worker process: run the trials the parent hands over until told to stop."""
-    signal.signal(signal.SIGINT, _interrupt_once)
+    interrupts.install((signal.SIGINT,))
     watch_parent(parent_pid)
     me = os.getpid()
     try:
@@ -538,27 +540,6 @@ def _worker_main(work: _Work, tasks: Any, events: Any, parent_pid: int) -> None:
     except Exception as exc:  # the storage failed beyond retries: say so, then exit
         events.put(("error", {"worker": me, "message": f"worker {me} stopped: "
                               f"{type(exc).__name__}: {_first_line(exc)}"}))
-
-
-def _interrupt_once(_signum: int, _frame: object) -> None:
-    """The first SIGINT interrupts the trial; later ones must not interrupt its recording."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends (a claim or a sweep is never cut short)."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    except (AttributeError, ValueError, OSError):  # not the main thread, or not POSIX
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _first_line(exc: BaseException) -> str:
