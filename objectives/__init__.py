@@ -11,6 +11,10 @@ Each objective module exposes:
   ``(model, metrics)`` or an object with ``model`` and ``metrics`` attributes, so
   ``python -m search.retrain`` can save its weights.
 
+An objective listed in ``LANES`` also has a lanes module with ``train_lanes(tasks, runtime,
+on_end, capacity=, refill=)`` (many configs trained at once, each as it would train alone) and
+``lane_group(config)`` (configs with equal groups share one batched model).
+
 ``get_objective(name)`` imports the module lazily, so running an MLP study never imports
 XGBoost or torchvision's models.
 """
@@ -31,6 +35,8 @@ OBJECTIVES: dict[str, str] = {
     "xgboost": "objectives.xgboost_pixels",
     "toy": "objectives.toy",
 }
+# Objectives that can train many configs at once as lanes of one batched model.
+LANES: dict[str, str] = {"mlp": "objectives.mlp_lanes"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Objective:
     run: Callable[..., Mapping[str, float]]
     fit: Callable[..., Any] | None = None  # -> (model, metrics) or an object with both
     preflight: Callable[..., None] | None = None  # (config, runtime): raise before any trial
+    lanes: Any = None  # a module with train_lanes and lane_group: many configs at once
+
 
     def make_config(self, values: Mapping[str, Any], *, source: str = "config") -> Any:
         from objectives.config import make_config
@@ -61,4 +69,5 @@ def get_objective(name: str) -> Objective:
     return Objective(name=name, config_cls=module.Config, metrics=tuple(module.METRICS),
                      dataset=module.DATASET, run=module.run,
                      fit=getattr(module, "fit", None),
-                     preflight=getattr(module, "preflight", None))
+                     preflight=getattr(module, "preflight", None),
+                     lanes=importlib.import_module(LANES[name]) if name in LANES else None)

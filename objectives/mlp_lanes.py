@@ -36,7 +36,13 @@ import torch.nn.functional as F
 
 from objectives.config import check_config
 from objectives.errors import DivergedError
-from objectives.euro_data import NUM_CLASSES, EuroData, load_euro, make_features
+from objectives.euro_data import (
+    IMPLICIT_FREQUENCIES,
+    NUM_CLASSES,
+    EuroData,
+    load_euro,
+    make_features,
+)
 from objectives.mlp import (
     EVAL_BATCH_SIZE,
     METRICS,
@@ -76,6 +82,12 @@ class LaneEnd:
     metrics: dict[str, float] | None = None
     model: MLP | None = None
     error: BaseException | None = None
+
+
+def lane_group(config: Config) -> tuple[Any, ...]:
+    """The pack a config's lane joins (see ``pack_key``), without loading data."""
+    in_features = 2 if config.features == "raw" else 2 * len(IMPLICIT_FREQUENCIES)
+    return pack_key(config, in_features)
 
 
 def pack_key(config: Config, in_features: int) -> tuple[Any, ...]:

@@ -88,16 +88,16 @@ def stale_reason(trial: FrozenTrial, now: float | None = None) -> str | None:
 
 
 class Heartbeat:
-    """A daemon thread that records a trial's heartbeat until the ``with`` block ends."""
+    """A daemon thread that records the heartbeat of a trial (or of every trial in a live set,
+    for a pack of lanes) until the ``with`` block ends."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int,
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: int | set[int],
                  interval: float = HEARTBEAT_INTERVAL_S):
         self.storage = storage
-        self.trial_id = trial_id
+        self.trial_ids = {trial_ids} if isinstance(trial_ids, int) else trial_ids
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True,
-                                        name=f"heartbeat-{trial_id}")
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
 
     def __enter__(self) -> Heartbeat:
         self._record()
@@ -113,9 +113,10 @@ class Heartbeat:
             self._record()
 
     def _record(self) -> None:
-        # A finished trial, or a storage hiccup: the next beat retries.
-        with contextlib.suppress(Exception):
-            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+        for trial_id in list(self.trial_ids):
+            # A finished trial, or a storage hiccup: the next beat retries.
+            with contextlib.suppress(Exception):
+                self.storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
 
 def watch_parent(parent_pid: int, interval: float = 1.0) -> None:

@@ -35,8 +35,9 @@ from objectives.config import config_to_dict
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_device
 from search import interrupts
-from search.claims import TrialDealer
+from search.claims import TrialDealer, hand_over
 from search.components import make_pruner, make_sampler
+from search.lanes import group_for_workers, lane_group_of, pack_cost, run_pack
 from search.liveness import Heartbeat, Owner, watch_parent
 from search.notes import write_study_note
 from search.provenance import data_fingerprint
@@ -47,6 +48,8 @@ from search.trial import TrialRunner
 Event = tuple[str, dict[str, Any]]
 CLAIM_ATTEMPTS = 4  # a storage error in a claim is retried this often
 MAX_DEATHS_IN_A_ROW = 3  # workers dying without a trial ending in between stop the run
+DEFAULT_LANES_CPU = 8  # see README "Lanes": most of the gain at one thread, little memory
+DEFAULT_LANES_CUDA = 32
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class RunOptions:
     threads: int | None = None
     cache_dir: Path = Path(".cache")
     progress: bool = True
+    lanes: int | None = None  # None: the default for the objective and device
     command: str = field(default_factory=lambda: shlex.join(["python", *sys.argv]))
 
 
@@ -98,6 +102,8 @@ def check_run_options(options: RunOptions) -> None:
                           f"{options.timeout}")
     if options.threads is not None and options.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {options.threads}")
+    if options.lanes is not None and options.lanes < 1:
+        raise ConfigError(f"--lanes must be at least 1, got {options.lanes}")
 
 
 def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
@@ -119,7 +125,8 @@ def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
                  artifact_dir=artifact_dir, device=device, data_dir=options.data_dir,
                  threads=options.threads or default_threads(spec, options),
                  cache_dir=options.cache_dir, run_id=run_id,
-                 deadline=time.time() + options.timeout if options.timeout else None)
+                 deadline=time.time() + options.timeout if options.timeout else None,
+                 lanes=resolve_lanes(spec, options.lanes, device))
 
     start = time.perf_counter()
     progress = _Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
@@ -165,6 +172,16 @@ def report_stale(dealer: TrialDealer) -> int:
         print(f"failed {count} trial(s) left RUNNING by processes that are gone; grid points "
               "among them run again", flush=True)
     return count
+
+
+def resolve_lanes(spec: StudySpec, lanes: int | None, device: str) -> int:
+    """Trials a worker trains at once: ``--lanes``, else the default for the device (one for
+    objectives that cannot be laned)."""
+    if get_objective(spec.objective).lanes is None:
+        return 1
+    if lanes is not None:
+        return lanes
+    return DEFAULT_LANES_CUDA if device.startswith("cuda") else DEFAULT_LANES_CPU
 
 
 def default_threads(spec: StudySpec, options: RunOptions) -> int:
@@ -258,6 +275,7 @@ class _Work:
     cache_dir: Path
     run_id: str
     deadline: float | None
+    lanes: int = 1  # trials per worker trained at once as lanes of one model
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -345,42 +363,88 @@ def claim(dealer: TrialDealer, owner: Owner) -> int | None:
     return None
 
 
+class _Budget:
+    """The trials a run may still deal, and why it stopped dealing (None while it may)."""
+
+    def __init__(self, n_trials: int, work: _Work):
+        self.left = n_trials
+        self.work = work
+        self.stop: str | None = None
+
+    def take(self, want: int) -> int:
+        if self.stop is None and self.work.timed_out():
+            self.stop = "timeout"
+        if self.stop is not None:
+            return 0
+        taken = min(want, self.left)
+        self.left -= taken
+        return taken
+
+    def give_back(self, count: int) -> None:
+        self.left += count
+
+
+def _deal(dealer: TrialDealer, budget: _Budget, owner: Owner, want: int,
+          progress: _Progress) -> list[int]:
+    """Claim up to ``want`` trials for ``owner`` within the budget."""
+    taken = budget.take(want)
+    ids: list[int] = []
+    for _ in range(taken):
+        try:
+            trial_id = claim(dealer, owner)
+        except HPSearchError as exc:
+            progress.handle(("error", {"message": str(exc)}))
+            budget.stop = "error"
+            break
+        if trial_id is None:
+            budget.stop = "grid"
+            break
+        ids.append(trial_id)
+    budget.give_back(taken - len(ids))
+    return ids
+
+
 def _run_inline(work: _Work, dealer: TrialDealer, n_trials: int, progress: _Progress) -> str:
-    """``--jobs 1``: claim and run trials one after another in this process."""
+    """``--jobs 1``: claim and run trials (or packs of lanes) one after another here."""
     study, runner = open_worker(work)
     me = Owner.of()
-    ended = 0
-    while ended < n_trials:
-        if work.timed_out():
-            return "timeout"
-        try:
-            trial_id = claim(dealer, me)
-        except HPSearchError as exc:
-            progress.handle(("error", {"message": str(exc)}))
-            return "error"
-        if trial_id is None:
-            return "grid"
-        try:
-            event = run_claimed_trial(study, runner, trial_id)
-        except HPSearchError as exc:
-            progress.handle(("error", {"message": str(exc)}))
-            return "error"
+    budget = _Budget(n_trials, work)
+
+    def deal(want: int) -> list[int]:
+        return _deal(dealer, budget, me, want, progress)
+
+    def emit(event: dict[str, Any]) -> None:
         progress.handle(("trial", event))
-        ended += 1
-    return "trials"
+
+    try:
+        while ids := deal(work.lanes):
+            if work.lanes > 1:
+                run_pack(study, runner, ids, work.lanes, deal, emit)
+            else:
+                emit(run_claimed_trial(study, runner, ids[0]))
+    except HPSearchError as exc:
+        progress.handle(("error", {"message": str(exc)}))
+        return "error"
+    return budget.stop or "trials"
 
 
 @dataclass
 class _Slot:
-    """One worker process, its task queue and the trial it runs (None when idle)."""
+    """One worker process, its task queue and the trials it runs."""
 
     process: Any
     tasks: Any
-    trial_id: int | None = None
+    trial_ids: set[int] = field(default_factory=set)
+    busy: bool = False  # a task (one trial, or a pack of lanes) is running
 
 
 class _WorkerPool:
-    """``--jobs K``: K worker processes fed with trials by this (the parent) process."""
+    """``--jobs K``: K worker processes fed with trials by this (the parent) process.
+
+    A worker gets a list of trial ids: one trial, or the first lanes of a pack. A pack asks
+    for more (``want``) at each epoch boundary and the parent answers with newly dealt
+    trials, possibly none; ``done`` says the worker is idle again.
+    """
 
     def __init__(self, work: _Work, dealer: TrialDealer, jobs: int, progress: _Progress):
         self.work = work
@@ -391,48 +455,55 @@ class _WorkerPool:
         self.events = self.context.Queue()
         self.slots: dict[int, _Slot] = {}  # by worker pid
         self.deaths_in_a_row = 0
+        self.budget: _Budget | None = None
 
     def run(self, n_trials: int) -> str:
-        stop: str | None = None
-        handed = 0  # trials handed out whose end counts against n_trials
+        self.budget = budget = _Budget(n_trials, self.work)
         try:
             for _ in range(self.jobs):
                 self._start_worker()
             while True:
-                for slot in self._idle():
-                    if stop is not None or handed >= n_trials:
-                        break
-                    if self.work.timed_out():
-                        stop = "timeout"
-                        break
-                    try:
-                        trial_id = claim(self.dealer, Owner.of(slot.process.pid))
-                    except HPSearchError as exc:
-                        self.progress.handle(("error", {"message": str(exc)}))
-                        stop = "error"
-                        break
-                    if trial_id is None:
-                        stop = "grid"
-                        break
-                    slot.trial_id = trial_id
-                    slot.tasks.put(trial_id)
-                    handed += 1
-                if not any(s.trial_id is not None for s in self.slots.values()):
-                    return stop or "trials"
-                handed -= self._wait_for_event()
-                if self.deaths_in_a_row >= MAX_DEATHS_IN_A_ROW and stop is None:
+                idle = [s for s in self.slots.values() if not s.busy and s.process.is_alive()]
+                if idle and budget.stop is None:
+                    self._first_deal(idle)
+                if not any(s.busy for s in self.slots.values()):
+                    return budget.stop or "trials"
+                self._wait_for_event()
+                if self.deaths_in_a_row >= MAX_DEATHS_IN_A_ROW and budget.stop is None:
                     self.progress.handle(("error", {"message": (
                         f"{self.deaths_in_a_row} workers died in a row (see the failed trials "
                         "above); the run stops")}))
-                    stop = "error"
+                    budget.stop = "error"
         except KeyboardInterrupt:
             self._stop_workers()
             raise
         finally:
             self._close()
 
-    def _idle(self) -> list[_Slot]:
-        return [s for s in self.slots.values() if s.trial_id is None and s.process.is_alive()]
+    def _first_deal(self, idle: list[_Slot]) -> None:
+        """Deal to idle workers: one trial each, or packs of lanes grouped so that lanes
+        that share a batched model go to the same worker."""
+        assert self.budget is not None
+        lanes = self.work.lanes
+        if lanes == 1:
+            shares = [self._deal_to(slot, 1) for slot in idle]
+        else:
+            ids = self._deal_to(idle[0], lanes * len(idle))
+            groups = {i: lane_group_of(self.dealer.study, self.dealer.spec, i) for i in ids}
+            shares = group_for_workers(groups, len(idle), lanes, pack_cost)
+            storage = self.dealer.study._storage
+            for slot, share in zip(idle, shares, strict=True):
+                for trial_id in share:
+                    hand_over(storage, trial_id, Owner.of(slot.process.pid))
+        for slot, share in zip(idle, shares, strict=True):
+            if share:
+                slot.trial_ids |= set(share)
+                slot.busy = True
+                slot.tasks.put(share)
+
+    def _deal_to(self, slot: _Slot, want: int) -> list[int]:
+        assert self.budget is not None
+        return _deal(self.dealer, self.budget, Owner.of(slot.process.pid), want, self.progress)
 
     def _start_worker(self) -> None:
         tasks = self.context.SimpleQueue()
@@ -441,42 +512,43 @@ class _WorkerPool:
         process.start()
         self.slots[process.pid] = _Slot(process, tasks)
 
-    def _wait_for_event(self) -> int:
-        """Handle one worker event, or the workers that died; return tickets given back."""
+    def _wait_for_event(self) -> None:
+        """Handle one worker event, or the workers that died."""
         try:
             kind, payload = self.events.get(timeout=0.5)
         except queue.Empty:
-            return self._reap_dead()
+            self._reap_dead()
+            return
         slot = self.slots.get(payload.get("worker", -1))
         if kind == "trial":
-            if slot is None or slot.trial_id != payload["trial_id"]:
-                return 0  # already accounted for when its worker was reaped
-            slot.trial_id = None
+            if slot is None or payload["trial_id"] not in slot.trial_ids:
+                return  # already accounted for when its worker was reaped
+            slot.trial_ids.discard(payload["trial_id"])
             self.deaths_in_a_row = 0
             self.progress.handle(("trial", payload))
+        elif kind == "want" and slot is not None:
+            ids = self._deal_to(slot, payload["n"])
+            slot.trial_ids |= set(ids)
+            slot.tasks.put(ids)
+        elif kind == "done" and slot is not None:
+            slot.busy = False
         elif kind == "error":
-            if slot is not None:
-                slot.trial_id = None
             self.progress.handle(("error", payload))
             self.deaths_in_a_row = MAX_DEATHS_IN_A_ROW  # stop: the error hits every trial
-        return 0
 
-    def _reap_dead(self) -> int:
-        """Fail the trials of workers that died, replace those workers; return tickets back."""
-        given_back = 0
+    def _reap_dead(self) -> None:
+        """Fail the trials of workers that died and replace those workers."""
         for pid, slot in list(self.slots.items()):
             if slot.process.is_alive():
                 continue
             del self.slots[pid]
-            if slot.trial_id is not None:
-                given_back += self._fail_dead_workers_trial(slot)
+            for trial_id in sorted(slot.trial_ids):
+                self._fail_dead_workers_trial(slot, trial_id)
             self._start_worker()
-        return given_back
 
-    def _fail_dead_workers_trial(self, slot: _Slot) -> int:
+    def _fail_dead_workers_trial(self, slot: _Slot, trial_id: int) -> None:
+        assert self.budget is not None
         storage = self.dealer.study._storage
-        trial_id = slot.trial_id
-        assert trial_id is not None
         code = slot.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         try:
@@ -485,10 +557,10 @@ class _WorkerPool:
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             self.progress.handle(("trial", trial_event(storage, trial_id)))
-            return 0  # it ended just before its worker did
+            return  # it ended just before its worker did
         self.deaths_in_a_row += 1
         self.progress.handle(("trial", trial_event(storage, trial_id)))
-        return 1  # a trial lost with its worker does not use up the run's count
+        self.budget.give_back(1)  # a trial lost with its worker does not use up the count
 
     def _stop_workers(self) -> None:
         """After Ctrl-C: let the workers record their trials as FAIL, then end them.
@@ -522,17 +594,36 @@ class _WorkerPool:
 
 
 def _worker_main(work: _Work, tasks: Any, events: Any, parent_pid: int) -> None:
-    """A worker process: run the trials the parent hands over until told to stop."""
+    """A worker process: run the trials (or packs of lanes) the parent hands over."""
     interrupts.install((signal.SIGINT,))
     watch_parent(parent_pid)
     me = os.getpid()
+    closing = []
+
+    def emit(event: dict[str, Any]) -> None:
+        events.put(("trial", {**event, "worker": me}))
+
+    def refill(free: int) -> list[int]:
+        if closing:
+            return []
+        events.put(("want", {"worker": me, "n": free}))
+        ids = tasks.get()
+        if ids is None:  # the run is closing
+            closing.append(True)
+            return []
+        return ids
+
     try:
         study, runner = open_worker(work)
-        while True:
-            trial_id = tasks.get()
-            if trial_id is None:
+        while not closing:
+            ids = tasks.get()
+            if ids is None:
                 return
-            events.put(("trial", {**run_claimed_trial(study, runner, trial_id), "worker": me}))
+            if work.lanes > 1:
+                run_pack(study, runner, ids, work.lanes, refill, emit)
+            else:
+                emit(run_claimed_trial(study, runner, ids[0]))
+            events.put(("done", {"worker": me}))
     except KeyboardInterrupt:
         return
     except HPSearchError as exc:

@@ -124,6 +124,17 @@ class TrialRunner:
         artifact_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        config, reporter = self.begin(trial)
+        start = time.perf_counter()
+        try:
+            metrics = self.objective.run(config, reporter, self.runtime)
+        except BaseException as exc:
+            return self.end(trial, reporter, start, error=exc)
+        return self.end(trial, reporter, start, metrics=metrics)
+
+    def begin(self, trial: optuna.Trial) -> tuple[Any, TrialReporter]:
+        """The trial's config (fixed settings and its parameters) and its reporter, with the
+        config and provenance stored on the trial."""
         values = {**self.spec.fixed, **suggest_values(trial, self.spec)}
         config = self.objective.make_config(values, source=f"trial {trial.number}")
         trial.set_user_attr("run_id", self.run_id)
@@ -132,25 +143,31 @@ class TrialRunner:
         trial.set_user_attr("provenance", provenance(
             device=self.runtime.device, seed=getattr(config, "seed", None),
             data_folder=self.runtime.data_dir / self.objective.dataset))
-        reporter = self.reporter_cls(trial, self.spec.metric, self.artifact_store)
-        start = time.perf_counter()
+        return config, self.reporter_cls(trial, self.spec.metric, self.artifact_store)
+
+    def end(self, trial: optuna.Trial, reporter: TrialReporter, start: float,
+            metrics: Mapping[str, float] | None = None, error: BaseException | None = None
+            ) -> float:
+        """Record how the objective ended (``metrics``, or the ``error`` it raised) and return
+        the trial's value; raise ``TrialPruned`` for a pruned or diverged run, and the error
+        (after storing it on the trial) for a failed one."""
         try:
-            metrics = self.objective.run(config, reporter, self.runtime)
-        except DivergedError as exc:
-            trial.set_user_attr("pruned_reason", f"diverged: {exc}")
-            raise optuna.TrialPruned(f"diverged: {exc}") from None
-        except HPSearchError:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("error", "interrupted (Ctrl-C)")
-            raise
-        except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-            raise
+            if isinstance(error, DivergedError):
+                trial.set_user_attr("pruned_reason", f"diverged: {error}")
+                raise optuna.TrialPruned(f"diverged: {error}") from None
+            if isinstance(error, KeyboardInterrupt):
+                trial.set_user_attr("error", "interrupted (Ctrl-C)")
+                raise error
+            if isinstance(error, Exception) and not isinstance(error, HPSearchError):
+                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+                trial.set_user_attr("traceback", "".join(traceback.format_exception(
+                    type(error), error, error.__traceback__))[-4000:])
+            if error is not None:
+                raise error
         finally:
             trial.set_user_attr("duration_s", round(time.perf_counter() - start, 3))
             reporter.flush()
+        assert metrics is not None
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
         value = metrics.get(self.spec.metric)
         if value is None or not math.isfinite(float(value)):

@@ -122,7 +122,7 @@ def test_stop_fails_running_trials_and_the_next_run_resumes(data_dir, storage_ur
     trials = _trials(storage_url, "mlp_grid")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert all(t.state == TrialState.FAIL and "interrupted" in t.user_attrs["error"]
-               for t in trials)
+               for t in trials), [(t.number, t.state, t.user_attrs.get("error")) for t in trials]
 
     resumed = run_cli(*args, "--trials", "2")  # the same settings: a study keeps its own
     assert resumed.returncode == 0, resumed.stderr
