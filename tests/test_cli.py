@@ -102,8 +102,9 @@ def test_two_jobs_share_one_storage(data_dir, tmp_path, storage_kind):
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_stop_fails_running_trials_and_the_next_run_resumes(data_dir, storage_url, stop):
-    args = ["--study", "mlp_grid", "--trials", "7", "--jobs", "2", "--storage", storage_url,
-            "--data-dir", str(data_dir), "--no-progress", "--set", "epochs=300",
+    args = ["--study", "mlp_grid", "--trials", "7", "--jobs", "2", "--lanes", "1",
+            "--storage", storage_url, "--data-dir", str(data_dir), "--no-progress",
+            "--set", "epochs=300",
             "--set", "train_fraction=0.05"]  # trials of several seconds, long enough to stop
     process = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO,
                                start_new_session=True, stdout=subprocess.PIPE,
