@@ -57,6 +57,7 @@ class RetrainOptions:
     threads: int | None = None
     cache_dir: Path = Path(".cache")
     progress: bool = True
+    lanes: bool = True  # train several seeds at once as lanes (objectives that have lanes)
 
 
 class ProgressReporter(RecordingReporter):
@@ -128,9 +129,13 @@ def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str
     steps = getattr(configs[0], "epochs", None)
     bar = tqdm(total=steps * len(configs) if steps else None, unit="epoch",
                disable=not options.progress, dynamic_ncols=True)
-    records = []
+    records: list[dict[str, Any]] = []
     try:
-        for config in configs:
+        if options.lanes and objective.lanes is not None and len(configs) > 1:  # as lanes
+            bar.set_description(f"{len(configs)} seeds as lanes")
+            records += _train_lanes(objective, configs, runtime, run_dir,
+                                    lambda: ProgressReporter(bar, exported.metric_name))
+        for config in configs[len(records):]:
             seed = getattr(config, "seed", None)
             bar.set_description(f"seed {seed}")
             records.append(_train_one(objective, config, runtime, run_dir / f"seed{seed}",
@@ -206,7 +211,36 @@ def _train_one(objective: Any, config: Any, runtime: Runtime, folder: Path,
             metrics = objective.run(config, reporter, runtime)
     except DivergedError as exc:
         error = f"diverged: {exc}"
+    return _save_seed(objective, config, folder, reporter, model, metrics, error,
+                      time.perf_counter() - start)
+
+
+def _train_lanes(objective: Any, configs: list[Any], runtime: Runtime, run_dir: Path,
+                 make_reporter: Any) -> list[dict[str, Any]]:
+    """Train every seed at once as lanes of one batched model (each as it would alone)."""
+    lanes = objective.lanes
+    ends: dict[int, Any] = {}
+    tasks = [lanes.LaneTask(config, make_reporter(), tag=i) for i, config in enumerate(configs)]
+    start = time.perf_counter()
+    lanes.train_lanes(tasks, runtime, lambda end: ends.__setitem__(end.task.tag, end))
     seconds = time.perf_counter() - start
+    records = []
+    for i, config in enumerate(configs):
+        end = ends[i]
+        if end.error is not None and not isinstance(end.error, DivergedError):
+            raise end.error
+        folder = run_dir / f"seed{getattr(config, 'seed', i)}"
+        folder.mkdir(parents=True)
+        records.append(_save_seed(objective, config, folder, end.task.reporter, end.model,
+                                  end.metrics or {}, end.error and f"diverged: {end.error}",
+                                  seconds))
+    return records
+
+
+def _save_seed(objective: Any, config: Any, folder: Path, reporter: ProgressReporter,
+               model: Any, metrics: Mapping[str, float], error: str | None,
+               seconds: float) -> dict[str, Any]:
+    """Write a seed's artifacts, weights and metrics into ``folder``; return its record."""
     for name, data in reporter.artifacts.items():
         (folder / name).write_bytes(data)
     weights, weights_error = None, None
@@ -323,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch threads (default: 1 for MLPs)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"),
                         help="decoded-image and feature cache (default .cache)")
+    parser.add_argument("--lanes", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the seeds at once as lanes of one batched model (MLP; "
+                        "default on; --no-lanes trains them one after another)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -334,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         options = RetrainOptions(data_dir=resolve_data_dir(args.data_dir), seeds=args.seeds,
                                  train_on=args.train_on, out=args.out, device=args.device,
                                  threads=args.threads, cache_dir=args.cache_dir,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, lanes=args.lanes)
         run_dir, summary = retrain(exported, options)
     except HPSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)

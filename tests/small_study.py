@@ -15,6 +15,7 @@ def make_small_study(data_dir: Path, storage_url: str, trials: int = 3) -> RunSu
     spec = load_study_spec(STUDY).with_overrides(fixed={"epochs": 2})
     summary = run_study(spec, RunOptions(n_trials=trials, data_dir=data_dir,
                                          storage_url=storage_url, device="cpu", seed=1,
-                                         progress=False, command="pytest small study"))
+                                         progress=False, command="pytest small study",
+                                         lanes=1))  # single trials: retrain reproduces exactly
     assert summary.complete == trials, summary
     return summary

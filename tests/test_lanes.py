@@ -234,3 +234,26 @@ def test_a_killed_pack_fails_its_trials_and_the_grid_reruns_them(data_dir, tmp_p
     assert rerun.returncode == 0, rerun.stderr
     done = [t for t in _trials(url, "mlp_grid") if t.state == TrialState.COMPLETE]
     assert len(done) == 7 and len({t.params["point"] for t in done}) == 7
+
+
+def test_retrain_seeds_train_as_lanes(data_dir, tmp_path):
+    import json
+
+    from search.retrain import main as retrain_main
+    from tests.test_retrain_robustness import exported_document, retrain_args, write
+
+    path = write(tmp_path / "ok.yaml", exported_document(epochs=3, train_fraction=0.05,
+                                                         seed=0))
+    runs = {}
+    for flag in ("--lanes", "--no-lanes"):
+        out = tmp_path / flag.strip("-")
+        assert retrain_main(retrain_args(path, data_dir, out, "--seeds", "3", flag)) == 0
+        (run_dir,) = out.iterdir()
+        runs[flag] = run_dir
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["seeds"] == [0, 1, 2] and not summary["failed"]
+    for seed in (0, 1, 2):
+        laned, alone = (np.load(runs[flag] / f"seed{seed}" / "batch_losses.npy")
+                        for flag in ("--lanes", "--no-lanes"))
+        np.testing.assert_allclose(laned, alone, rtol=1e-3)
+        assert (runs["--lanes"] / f"seed{seed}" / "model.safetensors").is_file()

@@ -171,7 +171,8 @@ def test_a_seed_that_diverges_leaves_the_others_summarised(
 
     monkeypatch.setattr(objectives.mlp, "fit", fit)
     path = write(tmp_path / "ok.yaml", exported_document())
-    assert main(retrain_args(path, data_dir, tmp_path / "runs", "--seeds", "3")) == 1
+    assert main(retrain_args(path, data_dir, tmp_path / "runs", "--seeds", "3",
+                             "--no-lanes")) == 1
     out, err = capsys.readouterr()
     line = one_error_line(err)
     assert line == ("error: seed 1 diverged: loss became nan at epoch 0 batch 3 (lr=0.001); "
@@ -198,7 +199,8 @@ def test_an_error_mid_run_still_summarises_the_finished_seeds(
 
     monkeypatch.setattr(objectives.mlp, "fit", fit)
     path = write(tmp_path / "ok.yaml", exported_document())
-    assert main(retrain_args(path, data_dir, tmp_path / "runs", "--seeds", "3")) == 130
+    assert main(retrain_args(path, data_dir, tmp_path / "runs", "--seeds", "3",
+                             "--no-lanes")) == 130
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["seeds"] == [0] and summary["stopped"].startswith("KeyboardInterrupt")
