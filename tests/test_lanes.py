@@ -257,3 +257,41 @@ def test_retrain_seeds_train_as_lanes(data_dir, tmp_path):
                         for flag in ("--lanes", "--no-lanes"))
         np.testing.assert_allclose(laned, alone, rtol=1e-3)
         assert (runs["--lanes"] / f"seed{seed}" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_sigterm_ends_every_lane_as_fail_and_the_next_run_resumes(data_dir, tmp_path, jobs):
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    args = ["--study", "mlp_grid", "--lanes", "4", "--storage", url, "--data-dir",
+            str(data_dir), "--set", "epochs=300", "--set", "train_fraction=0.02",
+            "--no-progress", "--jobs", jobs]
+    process = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO,
+                               start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                trials = _trials(url, "mlp_grid")
+            except KeyError:
+                trials = []
+            if sum("history" not in t.user_attrs and "config" in t.user_attrs
+                   for t in trials) >= 4:
+                break
+            time.sleep(0.3)
+        time.sleep(1.0)
+        os.kill(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    trials = _trials(url, "mlp_grid")
+    assert trials and all(t.state == TrialState.FAIL and "interrupted" in t.user_attrs["error"]
+                          for t in trials), [(t.state, t.user_attrs.get("error"))
+                                             for t in trials]
+    resumed = run_cli(*args,
+                      "--trials", str(len(trials)), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    done = {t.params["point"] for t in _trials(url, "mlp_grid") if t.state == TrialState.COMPLETE}
+    assert done == {t.params["point"] for t in trials}  # the interrupted points run first
