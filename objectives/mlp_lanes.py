@@ -231,12 +231,15 @@ class _Pack:
                                           .to(self.device)] for lane in lanes])
         n_steps = math.ceil(n_train / self.batch_size)
         losses = torch.empty(k, n_steps, device=self.device)
+        correct = torch.zeros(k, device=self.device)
         grad_sums = torch.zeros(k, len(state.monitored), device=self.device)
         for step, first in enumerate(range(0, n_train, self.batch_size)):
-            index = orders[:, first:first + self.batch_size]
-            logits = state.forward(self.x_all[index], train=True)
-            lane_loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES),
-                                        self.y_all[index].reshape(-1),
+            rows = orders[:, first:first + self.batch_size].reshape(-1)  # [K * batch]
+            # index_select on flat rows: advanced indexing with a 2-D index is 10x slower.
+            inputs = self.x_all.index_select(0, rows).view(k, -1, self.in_features)
+            logits = state.forward(inputs, train=True)
+            targets = self.y_all.index_select(0, rows)
+            lane_loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), targets,
                                         reduction="none").view(k, -1).mean(1)
             state.flat.grad = None
             lane_loss.sum().backward()  # each lane's gradient is its own loss's
@@ -244,10 +247,12 @@ class _Pack:
                 grad_sums += state.grad_norms()
             state.step()
             losses[:, step] = lane_loss.detach()
+            correct += (logits.detach().argmax(-1) == targets.view(k, -1)).sum(1)
         seconds = time.perf_counter() - start
         losses_np = losses.cpu().numpy()
         grad_means = (grad_sums / n_steps).cpu().numpy()
-        evaluated = self._evaluate()
+        train_accuracy = (correct / n_train).tolist()
+        evaluated = self._evaluate(train=any(lane.config.train_eval for lane in lanes))
 
         ended: list[LaneEnd] = []
         leaving: list[int] = []
@@ -262,7 +267,13 @@ class _Pack:
                     f"{first_bad} (lr={lane.config.lr})")))
                 leaving.append(i)
                 continue
-            metrics = {**evaluated[i], "epoch_seconds": seconds, "iterations": float(n_steps)}
+            # The exercise's train metrics: running means over the epoch's batches.
+            metrics = {"train_loss": float(losses_np[i].mean()),
+                       "train_accuracy": train_accuracy[i], **evaluated[i]}
+            if not lane.config.train_eval:
+                metrics.pop("train_eval_loss", None)
+                metrics.pop("train_eval_accuracy", None)
+            metrics.update(epoch_seconds=seconds, iterations=float(n_steps))
             for layer in lane.config.monitor_layers:
                 metrics[f"grad_sq_norm_layer{layer}"] = float(
                     grad_means[i, state.monitored.index(state.pack_layer(i, layer))])
@@ -296,13 +307,14 @@ class _Pack:
                        model=model)
 
     @torch.no_grad()
-    def _evaluate(self) -> list[dict[str, float]]:
-        """Loss and accuracy of every lane on its training rows, validation and test."""
+    def _evaluate(self, train: bool) -> list[dict[str, float]]:
+        """Loss and accuracy of every lane on validation and test (and, with ``train``, on
+        its training rows, as ``train_eval_*``)."""
         assert self.state is not None
         k = len(self.lanes)
         out: list[dict[str, float]] = [{} for _ in range(k)]
         subsets = torch.stack([lane.subset for lane in self.lanes])
-        splits = {"train": (subsets, None), **self.evals}
+        splits = {**({"train": (subsets, None)} if train else {}), **self.evals}
         for split, (x, y) in splits.items():
             n = x.shape[-1] if split == "train" else x.shape[0]
             loss_sum = torch.zeros(k, device=self.device)
@@ -321,10 +333,11 @@ class _Pack:
                                             reduction="none").view(k, -1).sum(1)
                 correct += (logits.argmax(-1) == target).sum(1)
             # One transfer per split, not one per lane (no host sync per lane on a GPU).
+            name = "train_eval" if split == "train" else split
             for i, (loss, hits) in enumerate(zip(loss_sum.tolist(), correct.tolist(),
                                                  strict=True)):
-                out[i][f"{split}_loss"] = loss / n
-                out[i][f"{split}_accuracy"] = hits / n
+                out[i][f"{name}_loss"] = loss / n
+                out[i][f"{name}_accuracy"] = hits / n
         return out
 
     def _rebuild(self, lanes: list[_Lane], kept: list[int]) -> None:
@@ -391,6 +404,12 @@ class _PackState:
                                    device=device).view(depth, k, 1, 1)
         self.head_from = [c.depth for c in configs]
         self.steps = torch.zeros(k, device=device)
+        self.counts = [0] * k  # optimizer steps per lane, as Python ints
+        # Per-element copies of the per-lane values (an index per step would cost more).
+        self.lr_elem = self.lr[lane_of]
+        self.momentum_elem = self.momentum[lane_of]
+        self.wd_elem = (self.weight_decay[lane_of] if any(c.weight_decay for c in configs)
+                        else None)
         self.exp_avg = torch.zeros(total, device=device)
         self.exp_avg_sq = torch.zeros(total, device=device)
         monitored = {self.pack_layer(i, layer) for i, c in enumerate(configs)
@@ -413,14 +432,14 @@ class _PackState:
                     rows, cols = min(a, oa), min(b, ob)
                     target[:len(kept), :rows, :cols] = source[kept, :rows, :cols]
             self.steps[:len(kept)] = old.steps[kept]
+            self.counts[:len(kept)] = [old.counts[i] for i in kept]
             for layer in range(min(depth, old.depth)):
                 if layer in self.running and layer in old.running:
                     for new_stat, old_stat in zip(self.running[layer], old.running[layer],
                                                   strict=True):
                         new_stat[:len(kept)] = old_stat[kept]
         self.flat = flat.detach().requires_grad_(True)
-        # Views into the flat tensor, made once: each step's gradients land in flat.grad.
-        self.views = {(kind, layer): self.view(kind, layer) for kind, layer, _ in self.shapes}
+        self.sizes = [int(b - a) for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
         self.any_residual = any(c.residual for c in configs)
         self.full_layers = {layer for layer in range(depth)
                             if all(layer < c.depth for c in configs)}
@@ -461,7 +480,10 @@ class _PackState:
 
     def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """Logits ``[K, n, classes]`` for inputs ``[K, n, features]``."""
-        views = self.views
+        # One split of the flat tensor per call: its backward writes one gradient buffer.
+        views = self.views = {(kind, layer): block.view(self.k, a, b) for (kind, layer, (a, b)),
+                              block in zip(self.shapes, torch.split(self.flat, self.sizes),
+                                           strict=True)}
         for layer in range(self.depth):
             h = torch.baddbmm(views["b", layer], x, views["w", layer])
             if self.batch_norm:
@@ -509,20 +531,28 @@ class _PackState:
             grad.mul_(self.mask)  # padded units stay at zero
         param = self.flat
         self.steps += 1
-        lane_of = self.lane_of
-        grad = grad.add(param * self.weight_decay[lane_of])
+        self.counts = [count + 1 for count in self.counts]
+        if self.wd_elem is not None:
+            grad = grad.add(param * self.wd_elem)
         if self.pack.optimizer == "adam":
             beta1, beta2 = ADAM_BETAS
             self.exp_avg.lerp_(grad, 1 - beta1)
             self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            step_size = (self.lr / (1 - beta1 ** self.steps))[lane_of]
-            correction2 = torch.sqrt(1 - beta2 ** self.steps)[lane_of]
-            denom = (self.exp_avg_sq.sqrt() / correction2).add_(ADAM_EPS)
-            param.sub_(step_size * self.exp_avg / denom)
+            if len(set(self.counts)) == 1:  # lanes that started together: torch's scalars
+                count = self.counts[0]
+                denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** count)).add_(ADAM_EPS)
+                param.addcdiv_(self.exp_avg * self.lr_elem, denom,
+                               value=-1 / (1 - beta1 ** count))
+            else:  # lanes that joined later have their own bias corrections
+                lane_of = self.lane_of
+                step_size = (self.lr / (1 - beta1 ** self.steps))[lane_of]
+                correction2 = torch.sqrt(1 - beta2 ** self.steps)[lane_of]
+                denom = (self.exp_avg_sq.sqrt() / correction2).add_(ADAM_EPS)
+                param.sub_(step_size * self.exp_avg / denom)
         else:  # SGD with momentum; the buffer starts at zero, so step 1 takes the gradient
             buffer = self.exp_avg
-            buffer.mul_(self.momentum[lane_of]).add_(grad)
-            param.sub_(self.lr[lane_of] * buffer)
+            buffer.mul_(self.momentum_elem).add_(grad)
+            param.sub_(self.lr_elem * buffer)
         if self.mask is not None:
             param.mul_(self.mask)
 

@@ -295,3 +295,20 @@ def test_sigterm_ends_every_lane_as_fail_and_the_next_run_resumes(data_dir, tmp_
     assert resumed.returncode == 0, resumed.stderr
     done = {t.params["point"] for t in _trials(url, "mlp_grid") if t.state == TrialState.COMPLETE}
     assert done == {t.params["point"] for t in trials}  # the interrupted points run first
+
+
+def test_train_metrics_are_running_means_over_the_epoch_in_both_paths(runtime):
+    config = Config(epochs=2, **QUICK)
+    alone = RecordingReporter()
+    fit(config, alone, runtime)
+    (laned,), _ = _train([config], runtime)
+    for reporter in (alone, laned):
+        per_epoch = _batch_losses(reporter).reshape(2, -1).mean(1)
+        assert reporter.history["train_loss"] == pytest.approx(per_epoch.tolist(), rel=1e-6)
+        assert 0 < reporter.history["train_accuracy"][-1] < 1
+        assert "train_eval_loss" not in reporter.history  # no extra pass unless asked
+    both = _train([Config(epochs=1, train_eval=True, **QUICK)], runtime)[0][0]
+    alone = RecordingReporter()
+    fit(Config(epochs=1, train_eval=True, **QUICK), alone, runtime)
+    assert both.history["train_eval_loss"] == pytest.approx(alone.history["train_eval_loss"],
+                                                            rel=1e-4)
