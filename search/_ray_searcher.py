@@ -23,7 +23,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from objectives.errors import HPSearchError
-from search._ray_worker import HPSEARCH_ERROR_ATTR, STOP_ATTR, TRIAL_ID_KEY
+from search._ray_worker import HPSEARCH_ERROR_ATTR, STOP_ATTR, TRIAL_ID_KEY, TRIAL_IDS_KEY
 from search.claims import TrialDealer
 from search.liveness import Owner
 from search.spec import StudySpec
@@ -45,11 +45,12 @@ class OptunaAskSearcher(Searcher):
             is its error or pruning reason.
         deadline: ``time.time()`` after which no trial starts (running ones finish, as with
             the local backend's ``--timeout``).
+        lanes: Optuna trials per Tune trial: above 1, each Tune trial trains a pack of lanes.
     """
 
     def __init__(self, dealer: TrialDealer, spec: StudySpec, n_trials: int,
                  on_done: Callable[[int, str, float | None, str], None],
-                 deadline: float | None = None):
+                 deadline: float | None = None, lanes: int = 1):
         super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize"
                          else "min")
         self.dealer = dealer
@@ -59,7 +60,8 @@ class OptunaAskSearcher(Searcher):
         self.n_trials = n_trials
         self.on_done = on_done
         self.asked = 0
-        self.optuna_ids: dict[str, int] = {}
+        self.optuna_ids: dict[str, list[int]] = {}
+        self.lanes = lanes
         self.deadline = deadline
         self.timed_out = False
         self.grid_done = False
@@ -72,25 +74,33 @@ class OptunaAskSearcher(Searcher):
             return Searcher.FINISHED
         from search.runner import claim
 
+        ids: list[int] = []
         try:
-            optuna_id = claim(self.dealer, self.owner)
+            while len(ids) < min(self.lanes, self.n_trials - self.asked):
+                optuna_id = claim(self.dealer, self.owner)
+                if optuna_id is None:  # the grid has no point left
+                    self.grid_done = True
+                    break
+                ids.append(optuna_id)
         except HPSearchError as exc:
             self.error = str(exc)
+        if not ids:
             return Searcher.FINISHED
-        if optuna_id is None:  # the grid has no point left
-            self.grid_done = True
-            return Searcher.FINISHED
-        trial = optuna.Trial(self.study, optuna_id)
+        self.asked += len(ids)
+        self.optuna_ids[trial_id] = ids
+        if self.lanes > 1:  # a pack: the worker reads each trial's values from the storage
+            return {TRIAL_IDS_KEY: ids}
+        trial = optuna.Trial(self.study, ids[0])
         params = suggest_values(trial, self.spec)  # the values the dealer drew
-        self.asked += 1
-        self.optuna_ids[trial_id] = optuna_id
-        return {TRIAL_ID_KEY: optuna_id, "number": trial.number, **params}
+        return {TRIAL_ID_KEY: ids[0], "number": trial.number, **params}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        optuna_id = self.optuna_ids.pop(trial_id, None)
-        if optuna_id is None:
-            return
+        for optuna_id in self.optuna_ids.pop(trial_id, []):
+            self._sweep(optuna_id)
+
+    def _sweep(self, optuna_id: int) -> None:
+        """Record how a trial ended (FAIL if its worker died first) and report it."""
         storage = self.study._storage
         trial = storage.get_trial(optuna_id)
         if trial.state == TrialState.RUNNING:  # the worker died before it could tell Optuna

@@ -32,6 +32,7 @@ from search.storage import open_storage
 from search.trial import TrialReporter, TrialRunner
 
 TRIAL_ID_KEY = "optuna_trial_id"  # the Tune config key holding the Optuna trial id
+TRIAL_IDS_KEY = "optuna_trial_ids"  # ... or the ids of a pack of lanes
 STOP_ATTR = "ray_scheduler_stop"  # system attr: the step at which the scheduler stopped it
 HPSEARCH_ERROR_ATTR = "hpsearch_error"  # system attr: bad input that ends the whole run
 HARD_STOP_REASON = "stopped by the Ray scheduler (the objective ignored should_stop)"
@@ -51,6 +52,7 @@ class WorkerSetup:
     cache_dir: Path
     run_id: str
     use_study_pruner: bool  # True when no Ray scheduler prunes (the study's pruner acts)
+    lanes: int = 1  # Optuna trials per Ray trial, trained at once as lanes
 
 
 class SchedulerStopPruner(optuna.pruners.BasePruner):
@@ -91,11 +93,29 @@ def run_trial(config: dict[str, Any], setup: WorkerSetup, data: list[Any]) -> No
     here; only a process that dies leaves it to the driver to mark as FAIL.
     """
     study, runner = _prepare(setup, data)
-    trial_id = int(config[TRIAL_ID_KEY])
     storage = study._storage
+    if TRIAL_IDS_KEY in config:
+        _run_pack(study, runner.runtime, setup, [int(i) for i in config[TRIAL_IDS_KEY]])
+        return
+    trial_id = int(config[TRIAL_ID_KEY])
     hand_over(storage, trial_id, Owner.of())  # this process runs it now: liveness checks see it
     with Heartbeat(storage, trial_id):
         _run_to_end(study, runner, trial_id)
+
+
+def _run_pack(study: optuna.Study, runtime: Runtime, setup: WorkerSetup, ids: list[int]) -> None:
+    """A pack of lanes in this Ray trial (no refill: the driver deals per Ray trial)."""
+    from search.lanes import run_pack
+
+    storage = study._storage
+    for trial_id in ids:
+        hand_over(storage, trial_id, Owner.of())
+    # Lanes report to Optuna (the study's pruner decides per lane), not each to Tune.
+    plain = TrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id)
+    try:
+        run_pack(study, plain, ids, len(ids), lambda free: [], lambda event: None)
+    except HPSearchError as exc:
+        storage.set_trial_system_attr(ids[0], HPSEARCH_ERROR_ATTR, str(exc))
 
 
 def _run_to_end(study: optuna.Study, runner: TrialRunner, trial_id: int) -> None:

@@ -187,23 +187,31 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
 
     from search._ray_searcher import CooperativeASHA, OptunaAskSearcher
     from search._ray_worker import WorkerSetup, run_trial
+    from search.runner import resolve_lanes
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = dealer.study
-    use_asha = settings["name"] == "asha"
+    # On Ray, lanes are asked for: a Ray trial then trains a pack of that many Optuna trials,
+    # and the study's pruner decides per lane (ASHA ranks whole Ray trials).
+    lanes = resolve_lanes(spec, options.lanes, device) if options.lanes else 1
+    if lanes > 1 and ray_options.scheduler.get("name") == "asha":
+        raise ConfigError("--scheduler asha ranks whole Ray trials, but with --lanes a Ray "
+                          "trial is a pack of trials; drop --scheduler (the study's pruner "
+                          "then decides per lane) or use --lanes 1")
+    use_asha = settings["name"] == "asha" and lanes == 1
     setup = WorkerSetup(
         spec=spec, study_name=study_name, storage_url=options.storage_url,
         artifact_dir=artifact_dir, data_dir=Path(options.data_dir).resolve(), device=device,
         threads=options.threads or max(1, int(ray_options.cpus_per_trial)),
         cache_dir=Path(options.cache_dir).resolve(), run_id=run_id,
-        use_study_pruner=not use_asha)
+        use_study_pruner=not use_asha, lanes=lanes)
     data = _put_data(ray, spec, setup.data_dir)
 
     def on_done(number: int, state: str, value: float | None, note: str) -> None:
         progress.handle(("trial", {"number": number, "state": state, "value": value,
                                    "note": note}))
 
-    searcher = OptunaAskSearcher(dealer, spec, n_trials, on_done,
+    searcher = OptunaAskSearcher(dealer, spec, n_trials, on_done, lanes=lanes,
                                  deadline=time.time() + options.timeout if options.timeout
                                  else None)
     scheduler = None

@@ -141,7 +141,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     from search.runner import resolve_lanes
 
     lanes = resolve_lanes(spec, options.lanes, resolve_device(args.device))
-    where = ("Ray " + (args.ray_address or "(local)") if args.backend == "ray"
+    where = ("Ray " + (args.ray_address or "(local)")
+             + (f", {args.lanes} lanes per Ray trial" if (args.lanes or 1) > 1 else "")
+             if args.backend == "ray"
              else f"{options.jobs} job(s)" + (f" x {lanes} lanes" if lanes > 1 else ""))
     print(f"storage {options.storage_url}, data {data_dir}, {options.n_trials} trial(s), "
           f"{where}")

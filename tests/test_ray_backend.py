@@ -157,3 +157,26 @@ def _has_running(storage_url: str, name: str) -> bool:
     except KeyError:
         return False
     return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+
+
+def test_a_ray_trial_trains_a_pack_of_lanes(local_ray, storage_url, data_dir):
+    spec = load_study_spec("mlp_grid").with_overrides(fixed={"epochs": 2,
+                                                             "train_fraction": 0.02})
+    summary = run_study_ray(spec, _options(storage_url, data_dir, 7, lanes=4), RAY_2_CPUS)
+    assert (summary.complete, summary.failed) == (7, 0)
+    trials = _trials(storage_url, "mlp_grid")
+    assert len({t.params["point"] for t in trials}) == 7
+    # Two Ray trials (packs of 4 and 3 lanes), each in one worker process.
+    owners = [t.system_attrs["hpsearch:owner"]["pid"] for t in trials]
+    assert max(owners.count(pid) for pid in set(owners)) >= 3
+    assert len({frozenset(t.user_attrs) for t in trials}) == 1
+    assert all(len(t.intermediate_values) == 2 for t in trials)
+
+
+def test_lanes_on_ray_refuse_asha(local_ray, storage_url, data_dir):
+    from objectives.errors import ConfigError
+
+    spec = load_study_spec("mlp_demo")
+    with pytest.raises(ConfigError, match="ranks whole Ray trials"):
+        run_study_ray(spec, _options(storage_url, data_dir, 2, lanes=2),
+                      RayOptions(num_cpus=2, scheduler={"name": "asha"}))
