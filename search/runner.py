@@ -463,6 +463,7 @@ class _WorkerPool:
             for _ in range(self.jobs):
                 self._start_worker()
             while True:
+                self._reap_dead()  # this run's dead workers first: their trials say how
                 idle = [s for s in self.slots.values() if not s.busy and s.process.is_alive()]
                 if idle and budget.stop is None:
                     self._first_deal(idle)
