@@ -52,6 +52,7 @@ class TrialDealer:
         self.storage_url = storage_url
         self.run_id = run_id
         self.failed_stale = 0  # stale trials this dealer has failed
+        self.fixed = _fixed_config(spec) if spec.is_grid else {}  # built once, read per claim
 
     def next_trial(self, owner: Owner) -> int | None:
         """Create the next trial (RUNNING, owned by ``owner``) and return its id; None when
@@ -76,7 +77,7 @@ class TrialDealer:
             trials = self.study.get_trials(deepcopy=False)
             self._fail_stale(trials)
             trials = self.study.get_trials(deepcopy=False)
-        done = _points(trials, self.spec, (TrialState.COMPLETE, TrialState.PRUNED))
+        done = _points(trials, self.spec, self.fixed, (TrialState.COMPLETE, TrialState.PRUNED))
         return len([p for p in grid_points(self.spec) if p not in done])
 
     def fail_stale(self) -> int:
@@ -104,12 +105,12 @@ class TrialDealer:
         return count
 
     def _next_grid_point(self, trials: list[FrozenTrial]) -> tuple[Any, ...] | None:
-        taken = _points(trials, self.spec, (TrialState.COMPLETE, TrialState.PRUNED,
-                                            TrialState.RUNNING))
-        failed = _points(trials, self.spec, (TrialState.FAIL,))
+        taken = _points(trials, self.spec, self.fixed,
+                        (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+        failed = _points(trials, self.spec, self.fixed, (TrialState.FAIL,))
         # A point that failed in this run is left for the next run (it would likely fail again).
         failed_here = _points([t for t in trials if t.user_attrs.get("run_id") == self.run_id],
-                              self.spec, (TrialState.FAIL,))
+                              self.spec, self.fixed, (TrialState.FAIL,))
         missing = [p for p in grid_points(self.spec) if p not in taken and p not in failed_here]
         missing.sort(key=lambda p: p not in failed)  # stable: failed first, then grid order
         return missing[0] if missing else None
@@ -126,9 +127,8 @@ class TrialDealer:
         return self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
 
     def _own(self, trial_id: int, owner: Owner) -> None:
-        storage = self.study._storage
-        storage.set_trial_system_attr(trial_id, OWNER_ATTR, owner.to_attr())
-        storage.set_trial_user_attr(trial_id, "run_id", self.run_id)
+        hand_over(self.study._storage, trial_id, owner)
+        self.study._storage.set_trial_user_attr(trial_id, "run_id", self.run_id)
 
 
 def hand_over(storage: optuna.storages.BaseStorage, trial_id: int, owner: Owner) -> None:
@@ -141,11 +141,11 @@ def grid_points(spec: StudySpec) -> list[tuple[Any, ...]]:
     return list(itertools.product(*grid_search_space(spec).values()))
 
 
-def _points(trials: list[FrozenTrial], spec: StudySpec,
+def _points(trials: list[FrozenTrial], spec: StudySpec, expected: Mapping[str, Any],
             states: tuple[TrialState, ...]) -> set[tuple[Any, ...]]:
-    """The grid points of ``trials`` in ``states`` that ran under the study's fixed settings."""
+    """The grid points of ``trials`` in ``states`` that ran under the study's fixed settings
+    (``expected``, as a trial stores them in its ``config``)."""
     names = list(grid_search_space(spec))
-    expected = _fixed_config(spec)
     points = set()
     for trial in trials:
         if trial.state not in states or any(n not in trial.params for n in names):
