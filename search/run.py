@@ -20,6 +20,7 @@ import yaml
 
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_data_dir, resolve_device
+from search.preflight import preflight
 from search.spec import StudySpec, list_studies, load_study_spec
 from search.storage import DEFAULT_STORAGE
 
@@ -196,30 +197,6 @@ def _ray_options(args: argparse.Namespace) -> Any:
     return RayOptions(address=args.ray_address, num_cpus=args.ray_cpus,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                       max_concurrent=args.max_concurrent, scheduler=scheduler)
-
-
-def preflight(spec: StudySpec, runtime: Runtime) -> None:
-    """Let the objective refuse the study before any trial runs (say, missing weights)."""
-    from objectives import get_objective
-
-    objective = get_objective(spec.objective)
-    check = objective.preflight
-    if check is None:
-        return
-    seen = set()
-    for values in spec.candidate_configs():
-        config = objective.make_config(values, source=str(spec.path or spec.name))
-        if config in seen:
-            continue
-        seen.add(config)
-        try:
-            check(config, runtime)
-        except ConfigError as exc:
-            searched = {k: values[k] for k in spec.searched_keys() if k in values}
-            if not searched:
-                raise
-            raise ConfigError(f"{exc} (needed for the searched values {searched}; or remove "
-                              f"them from a copy of {spec.path or spec.name})") from None
 
 
 def _check_data(objective: str, data_dir: Path) -> None:

@@ -112,11 +112,6 @@ class StudySpec:
                               "search space; use tpe, random, cmaes or qmc")
         return dataclasses.replace(self, **changes)
 
-    def candidate_configs(self) -> list[dict[str, Any]]:
-        """Configs (as dicts) that cover every searched value: for checks before a run."""
-        variations = _variations(self.space, self.grid, self.grid_points) or [{}]
-        return [{**self.fixed, **values} for values in variations]
-
     def searched_keys(self) -> list[str]:
         if self.grid_points is not None:
             return sorted({k for point in self.grid_points for k in point})
