@@ -4,6 +4,8 @@ For each seed (the config's own seed, then +1, +2, ...) it trains the objective 
 saves the weights, the final metrics with the per-epoch history and the artifacts, then writes
 a summary with the mean and spread of every metric over the seeds. ``--train-on train+val``
 also trains on the validation split; its ``val_*`` metrics are then not held-out scores.
+``--set KEY=VALUE`` changes a setting of the exported config (a search's shortcuts, such as
+``epochs`` or ``train_fraction``), checked as ``search.run`` checks its ``--set``.
 
 The exported file is checked completely before anything trains. A seed that diverges is
 recorded (its folder keeps what it made) and the others go on; the summary covers the seeds
@@ -14,6 +16,7 @@ Examples::
 
     python -m search.retrain configs/mlp_demo-trial3.yaml
     python -m search.retrain configs/mlp_grid-trial2.yaml --seeds 3 --train-on train+val
+    python -m search.retrain configs/mlp_demo-trial3.yaml --set epochs=50 --set train_fraction=1
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +43,11 @@ from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime, resolve_data_dir, resolve_device
 from search.export import Exported, load_exported
 from search.provenance import data_fingerprint, provenance
+from search.run import parse_overrides
 from search.weights import save_weights
 
 TRAIN_ON = ("train", "train+val")
+CLASSES_FILE = "classes.json"  # label -> class name, beside each seed's weights
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class RetrainOptions:
     cache_dir: Path = Path(".cache")
     progress: bool = True
     lanes: bool = True  # train several seeds at once as lanes (objectives that have lanes)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # --set values over the config
 
 
 class ProgressReporter(RecordingReporter):
@@ -75,14 +81,27 @@ class ProgressReporter(RecordingReporter):
         self.bar.update(1)
 
 
-def seed_configs(exported: Exported, seeds: int, train_on: str) -> list[Any]:
-    """The configs to train: one per seed, with ``train_on`` applied."""
+def seed_configs(exported: Exported, seeds: int, train_on: str,
+                 overrides: Mapping[str, Any] | None = None) -> list[Any]:
+    """The configs to train: one per seed, with ``--set`` overrides and ``train_on`` applied.
+
+    Overrides go through the objective's ``make_config`` (unknown keys, types, ranges), as
+    ``search.run --set`` does; the seeds count up from the (possibly overridden) ``seed``.
+    """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if train_on not in TRAIN_ON:
         raise ConfigError(f"--train-on must be train or train+val, got {train_on!r}")
     fields = config_fields(exported.objective.config_cls)
     values = config_to_dict(exported.config)
+    source = str(exported.path)
+    if overrides:
+        if "train_on" in overrides:  # one way to say it, so the summary's note is right
+            raise ConfigError("--set train_on is not allowed here; use --train-on train or "
+                              "--train-on train+val")
+        source = f"{exported.path} (--set)"
+        values = config_to_dict(exported.objective.make_config({**values, **overrides},
+                                                               source=source))
     if "seed" not in fields and seeds > 1:
         raise ConfigError(f"objective {exported.objective.name!r} has no 'seed' setting, so "
                           "--seeds must be 1")
@@ -96,8 +115,31 @@ def seed_configs(exported: Exported, seeds: int, train_on: str) -> list[Any]:
     for i in range(seeds):
         if "seed" in fields:
             values["seed"] = base + i
-        configs.append(exported.objective.make_config(values, source=str(exported.path)))
+        configs.append(exported.objective.make_config(values, source=source))
     return configs
+
+
+def changed_settings(exported: Exported, overrides: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{key: [exported value, new value]}`` for each setting ``--set`` really changes."""
+    if not overrides:
+        return {}
+    before = config_to_dict(exported.config)
+    after = config_to_dict(exported.objective.make_config(
+        {**before, **overrides}, source=f"{exported.path} (--set)"))
+    return {key: [before[key], after[key]] for key in after if after[key] != before[key]}
+
+
+def class_names(dataset: str) -> dict[str, str] | None:
+    """Each label's class name for a dataset (JSON keys: the labels as strings), or None."""
+    if dataset == "euro":
+        from objectives.euro_data import COUNTRY_NAMES
+
+        return {str(label): name for label, name in enumerate(COUNTRY_NAMES)}
+    if dataset == "faces":
+        from objectives.faces_data import CLASSES  # folder names "0_real", "1_fake"
+
+        return dict(name.split("_", 1) for name in CLASSES)
+    return None
 
 
 def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str, Any]]:
@@ -110,7 +152,7 @@ def retrain(exported: Exported, options: RetrainOptions) -> tuple[Path, dict[str
     """
     import torch
 
-    configs = seed_configs(exported, options.seeds, options.train_on)
+    configs = seed_configs(exported, options.seeds, options.train_on, options.overrides)
     objective = exported.objective
     device = resolve_device(options.device)
     data_folder = options.data_dir / objective.dataset
@@ -256,6 +298,9 @@ def _save_seed(objective: Any, config: Any, folder: Path, reporter: ProgressRepo
             weights_error = str(exc)
     if weights_error and not error:
         print(f"WARNING: {weights_error}", file=sys.stderr)
+    classes = class_names(objective.dataset) if weights else None
+    if classes is not None:  # what each output (label) of the saved model means
+        (folder / CLASSES_FILE).write_text(json.dumps(classes, indent=2) + "\n")
     record = {
         "seed": getattr(config, "seed", None),
         "config": config_to_dict(config),
@@ -266,6 +311,7 @@ def _save_seed(objective: Any, config: Any, folder: Path, reporter: ProgressRepo
         "seconds": round(seconds, 3),
         "weights": weights,
         "weights_error": weights_error,
+        "classes": str(folder / CLASSES_FILE) if classes is not None else None,
     }
     (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record
@@ -280,14 +326,16 @@ def _summary(exported: Exported, options: RetrainOptions, records: list[dict[str
     for name in names:
         values = [r["metrics"][name] for r in per_seed]
         spread[name] = {"mean": statistics.fmean(values),
-                        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                        "std": statistics.stdev(values) if len(values) > 1 else None,
                         "min": min(values), "max": max(values), "values": values}
     recorded_fp = (exported.raw.get("provenance") or {}).get("data_fingerprint")
     current_fp = data_fingerprint(data_folder)
     metric, recorded = exported.metric_name, exported.metric_value
     same_seed = [r for r in per_seed if r["seed"] == getattr(exported.config, "seed", None)]
     reproduction = None
-    if options.train_on == "train" and same_seed and recorded is not None and metric in names:
+    changed = changed_settings(exported, options.overrides)
+    if (options.train_on == "train" and not changed and same_seed and recorded is not None
+            and metric in names):
         value = same_seed[0]["metrics"][metric]
         reproduction = {"metric": metric, "seed": same_seed[0]["seed"], "recorded": recorded,
                         "retrained": value, "difference": value - recorded}
@@ -300,17 +348,18 @@ def _summary(exported: Exported, options: RetrainOptions, records: list[dict[str
         "note": ("trained on train+validation: val_* metrics are NOT held-out scores; only "
                  "test_* metrics are" if options.train_on != "train" else
                  "trained on the training split; val_* and test_* are held out"),
+        "changed": changed,
         "seeds": [r["seed"] for r in per_seed],
         "failed": [{"seed": r["seed"], "error": r["error"]} for r in records if r["error"]],
         "metrics": spread,
-        "std": "sample standard deviation over seeds (n-1); 0 for one seed",
+        "std": "sample standard deviation over seeds (n-1); null for one seed",
         "reproduction": reproduction,
         "data_fingerprint": {"recorded": recorded_fp, "now": current_fp,
                              "same": recorded_fp in (None, current_fp)},
         "provenance": provenance(device=device, seed=[r["seed"] for r in per_seed],
                                  data_folder=data_folder),
-        "runs": [{"seed": r["seed"], "weights": r["weights"], "seconds": r["seconds"]}
-                 for r in per_seed],
+        "runs": [{"seed": r["seed"], "weights": r["weights"], "classes": r.get("classes"),
+                  "seconds": r["seconds"]} for r in per_seed],
     }
 
 
@@ -321,8 +370,14 @@ def format_summary(run_dir: Path, summary: Mapping[str, Any]) -> str:
              f"{summary['seeds']}, trained on {summary['train_on']}",
              f"{'metric':16s} {'mean':>8s} {'std':>8s} {'min':>8s} {'max':>8s}"]
     for name, s in summary["metrics"].items():
-        lines.append(f"{name:16s} {s['mean']:8.4f} {s['std']:8.4f} {s['min']:8.4f} "
+        std = "n/a" if s["std"] is None else f"{s['std']:.4f}"  # no spread from one seed
+        lines.append(f"{name:16s} {s['mean']:8.4f} {std:>8s} {s['min']:8.4f} "
                      f"{s['max']:8.4f}")
+    changed = summary.get("changed") or {}
+    if changed:
+        lines.append("changed with --set: " + ", ".join(
+            f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            + " (so no reproduction check)")
     if summary["train_on"] != "train":
         lines.append("NOTE: " + summary["note"])
     rep = summary["reproduction"]
@@ -345,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search.retrain",
         description="Train the final model from a config written by python -m search.export.")
     parser.add_argument("config", type=Path, help="an exported YAML config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="change a setting of the exported config "
+                        "(repeatable; values are YAML: --set epochs=50 --set train_fraction=1)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="number of seeds: the config's seed, +1, +2, ... (default 1)")
     parser.add_argument("--train-on", choices=TRAIN_ON, default="train",
@@ -371,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         options = RetrainOptions(data_dir=resolve_data_dir(args.data_dir), seeds=args.seeds,
                                  train_on=args.train_on, out=args.out, device=args.device,
                                  threads=args.threads, cache_dir=args.cache_dir,
-                                 progress=not args.no_progress, lanes=args.lanes)
+                                 progress=not args.no_progress, lanes=args.lanes,
+                                 overrides=parse_overrides(args.overrides))
         run_dir, summary = retrain(exported, options)
     except HPSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)

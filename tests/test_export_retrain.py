@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from objectives.errors import ConfigError
 from objectives.euro_data import load_euro, make_features
 from search.export import export_study, load_exported
 from search.retrain import RetrainOptions, retrain
+from search.retrain import main as retrain_main
 from search.weights import save_weights
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,3 +180,94 @@ def test_save_weights_for_sklearn_and_xgboost_models(tmp_path: Path) -> None:
     assert np.array_equal(again.predict(x), booster.predict(x))
     with pytest.raises(TypeError, match="cannot save weights"):
         save_weights(object(), tmp_path / "other")
+
+
+def _euro_label_names(data_dir: Path) -> dict[str, str]:
+    """The labels as the Euro data's own README lists them ("0 Albania, 1 Austria, ...")."""
+    readme = data_dir / "euro" / "README.md"
+    if not readme.is_file():
+        pytest.skip(f"{readme} (the data's label list) is not there to compare with")
+    labels = readme.read_text().split("## Labels", 1)[1].split("\n\n", 2)[1]
+    return dict(re.findall(r"(\d+) ([^,.]+)", " ".join(labels.split())))
+
+
+def test_retrain_set_changes_what_is_trained_and_saves_class_names(
+        study_storage: str, data_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    (path,) = export_study(STUDY, study_storage, top=1, out=tmp_path)
+    exported = load_exported(path)
+    assert (exported.config.epochs, exported.config.train_fraction) == (2, 0.1)  # the shortcuts
+    code = retrain_main([str(path), "--set", "epochs=1", "--set", "train_fraction=0.05",
+                         "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir),
+                         "--device", "cpu", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "changed with --set: epochs 2 -> 1, train_fraction 0.1 -> 0.05" in out
+
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    seed_dir = run_dir / f"seed{exported.config.seed}"
+    record = json.loads((seed_dir / "metrics.json").read_text())
+    assert (record["config"]["epochs"], record["config"]["train_fraction"]) == (1, 0.05)
+    assert len(record["history"]["val_accuracy"]) == 1  # one epoch, not the study's two
+    n_train = len(load_euro(data_dir).y_train)
+    batches = math.ceil(int(n_train * 0.05) / exported.config.batch_size)
+    assert record["history"]["iterations"] == [batches]  # a twentieth of the data, not a tenth
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["changed"] == {"epochs": [2, 1], "train_fraction": [0.1, 0.05]}
+    assert summary["reproduction"] is None  # another config: nothing to compare with
+
+    # One seed has no spread: "n/a" in the table, null in summary.json.
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert rows["val_accuracy"][2] == "n/a" and rows["test_accuracy"][2] == "n/a"
+    assert summary["metrics"]["test_accuracy"]["std"] is None
+
+    # Beside the weights: which country each output of the model is, as the data names them.
+    classes = json.loads((seed_dir / "classes.json").read_text())
+    assert classes == _euro_label_names(data_dir) and len(classes) == 33
+    from safetensors.torch import load_file
+
+    from objectives.mlp import MLP
+
+    model = MLP(2, load_exported(path).config)
+    model.load_state_dict(load_file(seed_dir / "model.safetensors"))
+    assert model.eval()(torch.zeros(1, 2)).shape == (1, len(classes))  # a name per output
+    assert summary["runs"][0]["classes"] == str(seed_dir / "classes.json")
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("epoch=3", "unknown config key 'epoch' for Config; known keys:"),
+    ("train_fraction=0", "'train_fraction' must be in (0, 1], got 0.0"),
+    ("epochs=0", "'epochs' must be >= 1, got 0"),
+    ("batch_size=many", "'batch_size' must be an integer, got 'many'"),
+    ("epochs", "--set expects KEY=VALUE, got 'epochs'"),
+])
+def test_retrain_set_refuses_what_search_run_refuses(
+        setting: str, message: str, study_storage: str, data_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    from search.run import main as run_main
+
+    (path,) = export_study(STUDY, study_storage, top=1, out=tmp_path)
+    code = retrain_main([str(path), "--set", setting, "--out", str(tmp_path / "runs"),
+                         "--data-dir", str(data_dir), "--device", "cpu", "--no-progress"])
+    retrain_err = capsys.readouterr().err
+    run_code = run_main(["--study", STUDY, "--set", setting, "--storage",
+                         f"sqlite:///{tmp_path / 'run.db'}", "--data-dir", str(data_dir),
+                         "--no-progress"])
+    run_err = capsys.readouterr().err
+    assert code == run_code == 1
+    for err in (retrain_err, run_err):
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not (tmp_path / "runs").exists()  # refused before anything trained
+
+
+def test_retrain_set_train_on_points_to_the_option(study_storage: str, data_dir: Path,
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    (path,) = export_study(STUDY, study_storage, top=1, out=tmp_path)
+    code = retrain_main([str(path), "--set", "train_on=train+val", "--out",
+                         str(tmp_path / "runs"), "--data-dir", str(data_dir), "--no-progress"])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: --set train_on is not allowed here; use --train-on train or --train-on "
+        "train+val")
