@@ -2,9 +2,11 @@
 
 It trains nothing: step ``t`` of ``steps`` reports ``val_loss = (x - 1)^2 + (y + 0.5)^2 +
 1 / (t + 1)``, so a trial's final loss is known in advance and worse trials stay worse at
-every step (what a pruner needs). ``fail_above`` makes trials with ``x`` above it raise, and
-``crash_above`` makes them kill their own process (a dying worker); both exist to test how
-runners record faults. It reads no data and never imports optuna or ray.
+every step (what a pruner needs). ``seed_spread`` moves the result up for odd seeds and down
+for even ones (a config whose result depends on its seed, with a known mean). ``fail_above``
+makes trials with ``x`` above it raise, and ``crash_above`` makes them kill their own process
+(a dying worker); both exist to test how runners record faults. It reads no data and never
+imports optuna or ray.
 """
 
 from __future__ import annotations
@@ -37,17 +39,19 @@ class Config:
     sleep_s: float = 0.0  # seconds of pretend work per step
     fail_above: float | None = None  # raise a RuntimeError when x > fail_above
     crash_above: float | None = None  # kill this process (SIGKILL) when x > crash_above
+    seed_spread: float = 0.0  # + this for odd seeds, - for even ones: a seed-dependent result
     seed: int = 0
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "x": ANY, "y": ANY, "steps": at_least(1), "sleep_s": at_least(0),
-        "fail_above": ANY, "crash_above": ANY, "seed": SEED,
+        "fail_above": ANY, "crash_above": ANY, "seed_spread": ANY, "seed": SEED,
     }
 
 
 def run(config: Config, reporter: Reporter, runtime: Runtime) -> dict[str, float]:
     """Report the bowl's value with a decaying offset per step; return the last one."""
     bowl = (config.x - 1.0) ** 2 + (config.y + 0.5) ** 2
+    bowl += config.seed_spread * (1 if config.seed % 2 else -1)  # over seeds s, s+1: mean 0
     curve: list[float] = []
     for step in range(config.steps):
         if config.sleep_s:

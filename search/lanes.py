@@ -33,8 +33,9 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
         study: The study, with its pruner.
         runner: Builds each trial's config and reporter, and records its end.
         trial_ids: The first trials (already dealt, RUNNING).
-        capacity: The most lanes at once.
-        refill: Called at epoch boundaries with the free slots; returns newly dealt trial ids.
+        capacity: The most lanes at once (a trial over N seeds takes N lanes).
+        refill: Called at epoch boundaries with the trials that fit in the free lanes;
+            returns newly dealt trial ids.
         emit: Called with each ended trial's progress event.
 
     Raises:
@@ -46,6 +47,7 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
 
     storage = study._storage
     lanes = runner.objective.lanes
+    capacity = max(capacity, runner.spec.seeds * len(trial_ids))  # every seed gets its lane
     live: set[int] = set()
     errors: list[HPSearchError] = []
 
@@ -56,13 +58,16 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
             live.add(trial_id)
             try:
                 config, reporter = runner.begin(trial)
+                group, runs = runner.seed_runs(config, reporter)  # a lane per seed
             except HPSearchError as exc:
                 errors.append(exc)
                 storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
                 finish(trial, None, TrialState.FAIL)
                 continue
-            tasks.append(lanes.LaneTask(config, reporter, tag=(trial, reporter,
-                                                                time.perf_counter())))
+            started = time.perf_counter()
+            tasks += [lanes.LaneTask(seed_config, seed_reporter,
+                                     tag=(trial, reporter, started, group, index))
+                      for index, (seed_config, seed_reporter) in enumerate(runs)]
         return tasks
 
     def finish(trial: optuna.Trial, value: float | None, state: TrialState) -> None:
@@ -71,10 +76,16 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
         emit(trial_event(storage, trial._trial_id))
 
     def on_end(end: Any) -> None:
-        trial, reporter, started = end.task.tag
+        trial, reporter, started, group, index = end.task.tag
+        metrics, error = end.metrics, end.error
+        if group is not None:  # a trial over seeds ends when its last seed does
+            group.finish(index, metrics, error)
+            if not group.done:
+                return
+            metrics, error = group.outcome(runner.spec.direction)
         value: float | None = None
         try:
-            value = runner.end(trial, reporter, started, metrics=end.metrics, error=end.error)
+            value = runner.end(trial, reporter, started, metrics=metrics, error=error)
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
@@ -87,7 +98,8 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
         finish(trial, value, state)
 
     def more(free: int) -> list[Any]:
-        return [] if errors else start(refill(free))
+        trials = free // runner.spec.seeds  # a trial takes a lane per seed
+        return [] if errors or not trials else start(refill(trials))
 
     with Heartbeat(storage, live):
         try:

@@ -212,6 +212,8 @@ def create_or_load_study(spec: StudySpec, study_name: str, options: RunOptions) 
         study.set_user_attr("description", spec.description)
         study.set_user_attr("fixed", dict(spec.fixed))
         study.set_user_attr("searched", spec.searched_keys())
+        study.set_user_attr("seeds", spec.seeds)
+        study.set_user_attr("aggregate", spec.aggregate)
         study.set_user_attr("spec_file", str(spec.path) if spec.path else spec.name)
         study.set_user_attr("command", options.command)
         write_study_note(study, spec, options.command, data_fingerprint(
@@ -226,6 +228,13 @@ def check_same_settings(study: optuna.Study, spec: StudySpec, storage_url: str) 
     if existing is not None and existing != spec.objective:
         raise ConfigError(f"study {name!r} in {storage_url} was made with objective "
                           f"{existing!r}, not {spec.objective!r}; use --study-name for a new one")
+    for key, default in (("seeds", 1), ("aggregate", "mean")):
+        made_with = study.user_attrs.get(key, default) if existing is not None else None
+        if made_with is not None and made_with != getattr(spec, key):
+            raise ConfigError(f"study {name!r} in {storage_url} was made with {key} "
+                              f"{made_with!r}, not {getattr(spec, key)!r}: its trial values "
+                              f"would not compare; resume it with --{key} {made_with}, or use "
+                              "--study-name NAME for a new study")
     stored = study.user_attrs.get("fixed")
     if existing is None or not isinstance(stored, dict):
         return
@@ -279,6 +288,11 @@ class _Work:
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
+
+    @property
+    def trials_per_pack(self) -> int:
+        """Trials dealt to a pack at once: a trial over N seeds takes N of its lanes."""
+        return max(1, self.lanes // self.spec.seeds)
 
 
 def open_worker(work: _Work) -> tuple[optuna.Study, TrialRunner]:
@@ -417,7 +431,7 @@ def _run_inline(work: _Work, dealer: TrialDealer, n_trials: int, progress: _Prog
         progress.handle(("trial", event))
 
     try:
-        while ids := deal(work.lanes):
+        while ids := deal(work.trials_per_pack):
             if work.lanes > 1:
                 run_pack(study, runner, ids, work.lanes, deal, emit)
             else:
@@ -489,9 +503,10 @@ class _WorkerPool:
         if lanes == 1:
             shares = [self._deal_to(slot, 1) for slot in idle]
         else:
-            ids = self._deal_to(idle[0], lanes * len(idle))
+            per_pack = self.work.trials_per_pack
+            ids = self._deal_to(idle[0], per_pack * len(idle))
             groups = {i: lane_group_of(self.dealer.study, self.dealer.spec, i) for i in ids}
-            shares = group_for_workers(groups, len(idle), lanes, pack_cost)
+            shares = group_for_workers(groups, len(idle), per_pack, pack_cost)
             storage = self.dealer.study._storage
             for slot, share in zip(idle, shares, strict=True):
                 for trial_id in share:
@@ -664,10 +679,14 @@ class _Progress:
         if state == "COMPLETE" and value is not None and (
                 self.best is None or (value > self.best if self.maximize else value < self.best)):
             self.best = value
+        # Count and bar drawn together: a refresh here would show the new counts on the old
+        # bar, and update() then skips its own draw (tqdm's mininterval).
         self.bar.set_postfix({"done": self.counts["COMPLETE"], "pruned": self.counts["PRUNED"],
                               "failed": self.counts["FAIL"],
-                              "best": "-" if self.best is None else f"{self.best:.4g}"})
+                              "best": "-" if self.best is None else f"{self.best:.4g}"},
+                             refresh=False)
         self.bar.update(1)
+        self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()

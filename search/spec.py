@@ -33,7 +33,8 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 STUDY_KEYS = {"description", "objective", "metric", "direction", "fixed", "space", "grid",
-              "grid_points", "sampler", "pruner", "trials", "scheduler"}
+              "grid_points", "sampler", "pruner", "trials", "scheduler", "seeds", "aggregate"}
+AGGREGATES = ("mean", "lcb")  # a trial over seeds: its value is the mean or the lower bound
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 
 
@@ -76,6 +77,8 @@ class StudySpec:
     trials: int = 20
     scheduler: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    seeds: int = 1  # each trial trains its config over seeds seed, seed+1, ...
+    aggregate: str = "mean"  # a trial's value over its seeds: "mean" or "lcb"
 
     @property
     def is_grid(self) -> bool:
@@ -89,8 +92,10 @@ class StudySpec:
         return 0
 
     def with_overrides(self, *, fixed: Mapping[str, Any] | None = None,
-                       sampler: str | None = None, pruner: str | None = None) -> StudySpec:
-        """A copy with ``--set`` values merged into ``fixed`` and sampler/pruner replaced."""
+                       sampler: str | None = None, pruner: str | None = None,
+                       seeds: int | None = None, aggregate: str | None = None) -> StudySpec:
+        """A copy with ``--set`` values merged into ``fixed``, sampler/pruner replaced and
+        ``--seeds``/``--aggregate`` applied."""
         import dataclasses
 
         source = f"{self.path or self.name} (--set)"
@@ -107,6 +112,10 @@ class StudySpec:
             changes["sampler"] = _component(sampler, SAMPLERS, "--sampler", str(self.path))
         if pruner is not None:
             changes["pruner"] = _component(pruner, PRUNERS, "--pruner", str(self.path))
+        if seeds is not None:
+            changes["seeds"] = _check_seeds(seeds, "--seeds", merged, self.objective)
+        if aggregate is not None:
+            changes["aggregate"] = _check_aggregate(aggregate, "--aggregate")
         if changes.get("sampler") and changes["sampler"].name == "grid" and not self.is_grid:
             raise ConfigError(f"--sampler grid needs a study with a grid; {self.name} has a "
                               "search space; use tpe, random, cmaes or qmc")
@@ -224,12 +233,35 @@ def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = N
     scheduler = raw.get("scheduler") or {}
     if not isinstance(scheduler, dict):
         raise ConfigError(f"{where}: 'scheduler' must be a mapping (Ray ASHA settings)")
+    seeds = _check_seeds(raw.get("seeds", 1), f"{where}: 'seeds'", fixed, objective.name)
+    aggregate = _check_aggregate(raw.get("aggregate", "mean"), f"{where}: 'aggregate'")
     return StudySpec(
         name=name, description=str(raw.get("description", "")).strip(),
         objective=objective.name, metric=metric, direction=direction, fixed=dict(fixed),
         space=space, grid=grid, grid_points=grid_points, sampler=sampler, pruner=pruner,
-        trials=trials, scheduler=dict(scheduler), path=path,
+        trials=trials, scheduler=dict(scheduler), path=path, seeds=seeds, aggregate=aggregate,
     )
+
+
+MAX_SEEDS = 100
+
+
+def _check_seeds(value: Any, where: str, fixed: Mapping[str, Any], objective: str) -> int:
+    """A trial's seed count: a whole number from 1 to ``MAX_SEEDS``; the last seed must be a
+    valid ``seed`` of the objective."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SEEDS:
+        raise ConfigError(f"{where} must be a whole number from 1 to {MAX_SEEDS}, got {value!r}")
+    if value > 1:
+        config = get_objective(objective).make_config(fixed, source=where)
+        get_objective(objective).make_config({**fixed, "seed": config.seed + value - 1},
+                                             source=f"{where} (the last seed)")
+    return value
+
+
+def _check_aggregate(value: Any, where: str) -> str:
+    if value not in AGGREGATES:
+        raise ConfigError(f"{where} must be one of {', '.join(AGGREGATES)}, got {value!r}")
+    return str(value)
 
 
 def _check_held_out(fixed: Mapping[str, Any], where: str) -> None:

@@ -25,6 +25,7 @@ from objectives.config import config_to_dict
 from objectives.errors import DivergedError, HPSearchError
 from objectives.runtime import Runtime
 from search.provenance import provenance
+from search.seeds import SeedGroup
 from search.spec import ParamSpec, StudySpec
 
 GRID_POINT_PARAM = "point"
@@ -126,11 +127,36 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float:
         config, reporter = self.begin(trial)
         start = time.perf_counter()
-        try:
-            metrics = self.objective.run(config, reporter, self.runtime)
-        except BaseException as exc:
-            return self.end(trial, reporter, start, error=exc)
-        return self.end(trial, reporter, start, metrics=metrics)
+        group, runs = self.seed_runs(config, reporter)
+        if group is None:
+            try:
+                metrics = self.objective.run(config, reporter, self.runtime)
+            except BaseException as exc:
+                return self.end(trial, reporter, start, error=exc)
+            return self.end(trial, reporter, start, metrics=metrics)
+        for index, (seed_config, seed_reporter) in enumerate(runs):  # one seed after another
+            try:
+                group.finish(index, self.objective.run(seed_config, seed_reporter, self.runtime))
+            except KeyboardInterrupt as exc:
+                return self.end(trial, reporter, start, error=exc)
+            except BaseException as exc:
+                group.finish(index, error=exc)
+                break  # the trial ends with this seed's error
+        metrics, error = group.outcome(self.spec.direction)
+        return self.end(trial, reporter, start, metrics=metrics, error=error)
+
+    def seed_runs(self, config: Any, reporter: TrialReporter
+                  ) -> tuple[SeedGroup | None, list[tuple[Any, Any]]]:
+        """The (config, reporter) of each seed the trial trains, and the group that gathers
+        them (None for a one-seed study: the trial's own config and reporter)."""
+        if self.spec.seeds == 1:
+            return None, [(config, reporter)]
+        base = config_to_dict(config)
+        seeds = [config.seed + i for i in range(self.spec.seeds)]
+        group = SeedGroup(reporter, seeds, self.spec.metric)
+        configs = [self.objective.make_config({**base, "seed": seed}, source=f"seed {seed}")
+                   for seed in seeds]
+        return group, [(c, group.reporter(i)) for i, c in enumerate(configs)]
 
     def begin(self, trial: optuna.Trial) -> tuple[Any, TrialReporter]:
         """The trial's config (fixed settings and its parameters) and its reporter, with the
@@ -170,6 +196,8 @@ class TrialRunner:
         assert metrics is not None
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
         value = metrics.get(self.spec.metric)
+        if self.spec.aggregate == "lcb" and f"{self.spec.metric}_lcb" in metrics:
+            value = metrics[f"{self.spec.metric}_lcb"]  # the pessimistic bound over seeds
         if value is None or not math.isfinite(float(value)):
             trial.set_user_attr("error", f"metric {self.spec.metric!r} is {value!r}")
             raise ValueError(f"objective returned {self.spec.metric}={value!r}; expected a "
