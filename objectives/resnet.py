@@ -4,8 +4,12 @@ Modes:
 
 - ``scratch``: a randomly initialised backbone, everything trains; input resized to
   ``image_size`` square, ToTensor, no normalisation (as in the exercise).
-- ``probe``: the ImageNet-pretrained backbone is frozen; its features of each split are computed
-  once and cached (``objectives.face_features``) and only the head trains on them.
+- ``probe``: the ImageNet-pretrained backbone is frozen and only the head trains. With
+  ``probe_bn: eval`` (the default) the backbone runs in eval mode, so its features of each
+  split are computed once and cached (``objectives.face_features``). With ``probe_bn: train``
+  it runs in training mode, as in the exercise's skeleton: BatchNorm normalises with each
+  batch's statistics and updates its running statistics on the faces (weights stay frozen),
+  so every batch goes through the backbone.
 - ``finetune``: the pretrained backbone and the head all train.
 
 Pretrained modes use the backbone's own ImageNet transform. Loss is BCEWithLogits, accuracy
@@ -58,6 +62,7 @@ class Config:
     seed: int = 42
     train_fraction: float = 1.0  # train on a seeded subset of the training split (quick runs)
     train_on: Literal["train", "train+val"] = "train"  # train+val: final retraining only
+    probe_bn: Literal["eval", "train"] = "eval"  # probe: the frozen backbone's BatchNorm mode
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "lr": above(0), "momentum": MOMENTUM, "weight_decay": at_least(0),
@@ -67,10 +72,15 @@ class Config:
 
     def check(self) -> None:
         """A trained backbone needs batches of two or more images (see ``fit``)."""
-        if self.mode != "probe" and self.batch_size < 2:
+        if self.trains_batch_norm and self.batch_size < 2:
             raise ConfigError(f"'batch_size' must be >= 2 in mode {self.mode!r} (batches of one "
                               f"image are skipped, so nothing would train), got "
                               f"{self.batch_size}")
+
+    @property
+    def trains_batch_norm(self) -> bool:
+        """Whether the backbone's BatchNorm sees training batches (all but the cached probe)."""
+        return not (self.mode == "probe" and self.probe_bn == "eval")
 
 
 class FaceNet(nn.Module):
@@ -89,8 +99,9 @@ class FaceNet(nn.Module):
 class Fitted:
     """What ``fit`` produced: the trained model, its final metrics and test probabilities.
 
-    In probe mode ``model.backbone`` is ``nn.Identity`` (the model maps cached features to
-    logits); the frozen pretrained backbone is ``build_backbone(..., pretrained=True)``.
+    In the cached probe (``probe_bn: eval``) ``model.backbone`` is ``nn.Identity`` (the model
+    maps cached features to logits); the frozen pretrained backbone is
+    ``build_backbone(..., pretrained=True)``.
     """
 
     model: FaceNet
@@ -118,7 +129,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
     device = torch.device(runtime.device)
     feature_dim = FEATURE_DIMS[config.backbone]
 
-    if config.mode == "probe":
+    if not config.trains_batch_norm:
         splits, origin = load_features(runtime.data_dir, config.backbone, config.weights,
                                        config.image_size, runtime.device, runtime.cache_dir)
         reporter.log("feature_cache", origin)
@@ -128,7 +139,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
         model = FaceNet(nn.Identity(), feature_dim).to(device)
         prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x.to(device)  # noqa: E731
     else:
-        pretrained = config.mode == "finetune"
+        pretrained = config.mode != "scratch"
         backbone = build_backbone(config.backbone, pretrained=pretrained, weights=config.weights)
         view = (input_view(config.backbone, config.image_size) if pretrained
                 else scratch_view(config.image_size))
@@ -155,7 +166,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
         loss_sum, correct = 0.0, 0
         for first in range(0, len(order), config.batch_size):
             index = order[first:first + config.batch_size]
-            if len(index) == 1 and config.mode != "probe":
+            if len(index) == 1 and config.trains_batch_norm:
                 continue  # BatchNorm cannot train on a last batch of one image at small sizes
             target = y_train[index].to(device).float()
             logits = model(prepare(x_train[index]))
@@ -168,7 +179,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
             optimizer.step()
             loss_sum += float(loss.detach()) * len(index)
             correct += int(((logits.detach() > 0).float() == target).sum())
-        seen = len(order) - (len(order) % config.batch_size == 1 and config.mode != "probe")
+        seen = len(order) - (len(order) % config.batch_size == 1 and config.trains_batch_norm)
         metrics = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen}
         seconds = time.perf_counter() - start
         for split in ("val", "test"):

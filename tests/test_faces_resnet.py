@@ -65,6 +65,26 @@ def test_probe_keeps_the_pretrained_backbone_and_fine_tune_changes_it(runtime: R
     assert len(changed) > 0.9 * sum(v.is_floating_point() for v in before.values())
 
 
+def test_probe_bn_train_updates_running_statistics_and_eval_keeps_them(runtime: Runtime):
+    """``probe_bn: train`` (the exercise's skeleton) runs the frozen backbone in training mode:
+    its weights stay, its BatchNorm running statistics move to the faces; ``eval`` (cached
+    features) leaves the pretrained backbone as it was."""
+    pretrained = build_backbone("efficientnet_lite0", pretrained=True).state_dict()
+    config = {"mode": "probe", "backbone": "efficientnet_lite0", **SMALL, "epochs": 1}
+    trained = fit(Config(**config, probe_bn="train"), RecordingReporter(), runtime)
+    cached = fit(Config(**config, probe_bn="eval"), RecordingReporter(), runtime)
+    assert isinstance(cached.model.backbone, torch.nn.Identity)  # features came from the cache
+    state = trained.model.backbone.state_dict()
+    running = [k for k in state if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in state if state[k].is_floating_point() and k not in running]
+    assert running and all(torch.equal(state[k], pretrained[k]) for k in weights)
+    moved = [k for k in running if not torch.equal(state[k], pretrained[k])]
+    assert len(moved) == len(running)  # every BatchNorm layer saw the faces' batches
+    for fitted in (trained, cached):
+        assert 0.0 <= fitted.metrics["val_accuracy"] <= 1.0
+    assert trained.metrics["val_loss"] != pytest.approx(cached.metrics["val_loss"], abs=1e-6)
+
+
 def test_feature_cache_is_reused_across_trials(data_dir: Path, tmp_path: Path):
     torch.set_num_threads(1)
     runtime = Runtime(data_dir=data_dir, cache_dir=tmp_path)
