@@ -6,17 +6,24 @@ spelled out), the validation metric it reached, its final metrics and its proven
 trial, storage, software versions, data fingerprint). ``python -m search.retrain FILE`` trains
 it again; ``load_exported`` reads and checks such a file.
 
+``--format csv`` or ``--format parquet`` writes instead one table of every trial (one row per
+trial: number, state, value, duration, parameters, config, final metrics, per-seed summary),
+built on Optuna's ``trials_dataframe``, for pandas or a spreadsheet.
+
 Examples::
 
     python -m search.export --study mlp_demo
     python -m search.export --study mlp_width_depth --top 3 --out configs/
+    python -m search.export --study mlp_width_depth --format csv --out trials.csv
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
+import statistics
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +41,11 @@ from search.storage import DEFAULT_STORAGE, load_existing_study, require_existin
 from search.trial import GRID_POINT_PARAM
 
 REQUIRED_KEYS = ("objective", "config", "metric")
+FORMATS = ("yaml", "csv", "parquet")
+TABLE_FORMATS = FORMATS[1:]
+# Trial user attributes the table spreads into columns or leaves out (too big for a cell).
+EXPANDED_ATTRS = ("config", "metrics", "seeds", "seed_metrics")
+SKIPPED_ATTRS = ("history", "seed_histories", "artifacts", "provenance", "traceback")
 HEADER = "# Exported by python -m search.export; train it again with python -m search.retrain {}\n"
 
 
@@ -101,7 +113,9 @@ def trial_document(study: Any, trial: Any, storage_url: str) -> dict[str, Any]:
             "storage": storage_url,
             "study_description": study.user_attrs.get("description", ""),
             "spec_file": study.user_attrs.get("spec_file"),
-            "command": study.user_attrs.get("command"),
+            # The trial's own command when it recorded one: the study's is the latest run's.
+            "command": recorded.get("command") or study.user_attrs.get("command"),
+            "backend": recorded.get("backend"),
             "data_fingerprint": recorded.get("data_fingerprint"),
             "synthetic_data": recorded.get("synthetic_data"),
             "trained_on": recorded.get("device"),
@@ -130,6 +144,133 @@ def export_study(study_name: str, storage_url: str = DEFAULT_STORAGE, top: int =
         path.write_text(HEADER.format(path) + yaml.safe_dump(document, sort_keys=False))
         paths.append(path)
     return paths
+
+
+def trials_table(study: Any) -> Any:
+    """Every trial of ``study`` as a pandas DataFrame, one row per trial, by number.
+
+    Columns: ``number``, ``state``, ``value``, ``duration`` (seconds), ``datetime_start``,
+    ``datetime_complete``, ``params_<name>`` (what the sampler chose), ``config_<key>`` (every
+    setting the trial trained with: the study's fixed values, the searched values, defaults),
+    ``metrics_<name>`` (final metrics), the trial's other plain user attributes as
+    ``user_attrs_<name>`` (``error``, ``pruned_reason``, ...) and, for trials over seeds,
+    ``seeds``, ``n_seeds`` and the study metric's per-seed ``<metric>_seed_mean`` and
+    ``<metric>_seed_sd`` (sample sd; empty for one seed). Lists are JSON strings.
+    """
+    import pandas as pd
+
+    attrs = ("number", "value", "datetime_start", "datetime_complete", "duration", "params",
+             "user_attrs", "state")
+    frame = study.trials_dataframe(attrs=attrs)
+    if frame.empty:
+        raise ConfigError(f"study {study.study_name!r} has no trials; run some with python -m "
+                          "search.run before exporting a table")
+    # Optuna names the value column after the study's metric (value_val_accuracy).
+    values = [c for c in frame.columns if c == "value" or c.startswith("value_")]
+    if len(values) == 1:
+        frame = frame.rename(columns={values[0]: "value"})
+    frame["duration"] = frame["duration"].dt.total_seconds()
+    plain = [c for c in frame.columns if c.startswith("user_attrs_")
+             and c.removeprefix("user_attrs_") not in EXPANDED_ATTRS + SKIPPED_ATTRS
+             and frame[c].map(_is_scalar).all()]
+    frame = frame[[c for c in frame.columns if not c.startswith("user_attrs_") or c in plain]]
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    fixed = study.user_attrs.get("fixed", {})
+    metric = study.user_attrs.get("metric", "value")
+    extra = []
+    for number in frame["number"]:
+        trial = trials[number]
+        config = trial.user_attrs.get("config")
+        if not isinstance(config, dict):  # not recorded: the study's fixed values and params
+            config = {**fixed, **{k: v for k, v in trial.params.items()
+                                  if k != GRID_POINT_PARAM}}
+        metrics = trial.user_attrs.get("metrics")
+        row = {**{f"config_{k}": v for k, v in config.items()},
+               **{f"metrics_{k}": v for k, v in (metrics if isinstance(metrics, dict)
+                                                  else {}).items()},
+               **_seed_columns(trial.user_attrs, metric)}
+        extra.append(row)
+    extra_frame = pd.DataFrame(extra, index=frame.index)
+    frame = pd.concat([frame, extra_frame], axis=1)
+
+    first = ["number", "state", "value", "duration", "datetime_start", "datetime_complete"]
+    groups = [c for c in first if c in frame.columns]
+    for prefix in ("params_", "config_", "metrics_"):
+        groups += [c for c in frame.columns if c.startswith(prefix)]
+    groups += [c for c in ("seeds", "n_seeds", f"{metric}_seed_mean", f"{metric}_seed_sd")
+               if c in frame.columns]
+    groups += [c for c in frame.columns if c not in groups]
+    frame = frame[groups].sort_values("number").reset_index(drop=True)
+    for column in frame.columns:  # lists and mappings (monitor_layers, seeds) as JSON text
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(
+                lambda v: json.dumps(v) if isinstance(v, (list, tuple, dict)) else v)
+    return frame
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _seed_columns(attrs: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """``seeds``, ``n_seeds`` and the metric's mean and sd over ``seed_metrics``, when a trial
+    has them; anything missing or malformed is left out (the cell stays empty)."""
+    columns: dict[str, Any] = {}
+    seeds = attrs.get("seeds")
+    if isinstance(seeds, list):
+        columns["seeds"] = seeds
+    per_seed = attrs.get("seed_metrics")
+    if isinstance(per_seed, list):
+        values = [float(m[metric]) for m in per_seed if isinstance(m, dict)
+                  and isinstance(m.get(metric), (int, float)) and not isinstance(m[metric], bool)
+                  and math.isfinite(m[metric])]
+        columns["n_seeds"] = len(values)
+        if values:
+            columns[f"{metric}_seed_mean"] = statistics.fmean(values)
+            columns[f"{metric}_seed_sd"] = (statistics.stdev(values) if len(values) > 1
+                                            else math.nan)
+    return columns
+
+
+def export_table(study_name: str, storage_url: str = DEFAULT_STORAGE, fmt: str = "csv",
+                 out: Path | None = None) -> tuple[Path, Any]:
+    """Write every trial of a study as a CSV or Parquet table; return its path and the table.
+
+    ``out`` is the file (default ``configs/<study>-trials.<fmt>``); an existing folder gets
+    that file name inside it.
+    """
+    if fmt not in TABLE_FORMATS:
+        raise ConfigError(f"a trials table is csv or parquet, got {fmt!r}")
+    require_existing_storage(storage_url)
+    study = load_existing_study(study_name, storage_url)
+    frame = trials_table(study)
+    name = f"{_safe(study_name)}-trials.{fmt}"
+    path = Path("configs") / name if out is None else out / name if out.is_dir() else out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        try:
+            import pyarrow  # noqa: F401  (pandas' parquet engine)
+        except ImportError:
+            raise ConfigError("--format parquet needs pyarrow; run pip install pyarrow, or "
+                              "use --format csv") from None
+        _parquet_ready(frame).to_parquet(path, index=False)
+    return path, frame
+
+
+def _parquet_ready(frame: Any) -> Any:
+    """A copy whose object columns hold one type each: Parquet columns are typed, so a
+    categorical parameter with mixed choices (8, "auto") is written as text."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            kinds = {type(v) for v in frame[column] if v is not None and v == v}
+            if len(kinds) > 1 and not kinds <= {int, float}:
+                frame[column] = frame[column].map(
+                    lambda v: v if v is None or v != v else str(v))
+    return frame
 
 
 def load_exported(path: Path) -> Exported:
@@ -213,16 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True, help="study name in the storage")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"Optuna storage URL or journal file (default {DEFAULT_STORAGE})")
-    parser.add_argument("--top", type=int, default=1, help="export the K best trials (default 1)")
-    parser.add_argument("--out", type=Path, default=Path("configs"),
-                        help="folder for the YAML files (default configs/)")
+    parser.add_argument("--format", choices=FORMATS, default="yaml",
+                        help="yaml: the best trials as configs to retrain (default); csv or "
+                        "parquet: one table of every trial")
+    parser.add_argument("--top", type=int,
+                        help="export the K best trials (default 1; --format yaml only)")
+    parser.add_argument("--out", type=Path,
+                        help="folder for the YAML files (default configs/); with csv or "
+                        "parquet the table's file (default configs/STUDY-trials.csv)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        paths = export_study(args.study, args.storage, args.top, args.out)
+        if args.format in TABLE_FORMATS:
+            if args.top is not None:
+                raise ConfigError(f"--top picks the best configs of --format yaml; a {args.format} "
+                                  "table has every trial (sort or filter it), so drop --top")
+            path, frame = export_table(args.study, args.storage, args.format, args.out)
+            states = frame["state"].str.lower().value_counts()
+            print(f"{len(frame)} trial(s) ({', '.join(f'{n} {s}' for s, n in states.items())}),"
+                  f" {len(frame.columns)} columns -> {path}")
+            return 0
+        paths = export_study(args.study, args.storage, 1 if args.top is None else args.top,
+                             args.out or Path("configs"))
     except HPSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -271,3 +271,26 @@ def test_retrain_set_train_on_points_to_the_option(study_storage: str, data_dir:
     assert capsys.readouterr().err.strip() == (
         "error: --set train_on is not allowed here; use --train-on train or --train-on "
         "train+val")
+
+
+def test_export_takes_the_command_from_the_trial_else_from_the_study(
+        study_storage: str, tmp_path: Path) -> None:
+    import copy
+
+    source = optuna.load_study(study_name=STUDY, storage=study_storage)
+    url = f"sqlite:///{tmp_path / 'commands.db'}"
+    for name, command in (("own", "python -m search.run --study mlp_demo --backend ray"),
+                          ("none", None)):
+        study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        for key, value in source.user_attrs.items():
+            study.set_user_attr(key, value)  # the study's command: the latest run's
+        trial = copy.deepcopy(source.best_trial)
+        if command:  # a trial that recorded the command (and backend) that ran it
+            trial.user_attrs = {**trial.user_attrs, "provenance": {
+                **trial.user_attrs["provenance"], "command": command, "backend": "ray"}}
+        study.add_trial(trial)
+        (path,) = export_study(name, url, top=1, out=tmp_path)
+        provenance = yaml.safe_load(path.read_text())["provenance"]
+        assert provenance["command"] == (command or "pytest small study")
+        assert provenance["backend"] == ("ray" if command else None)
+        assert load_exported(path).raw["provenance"] == provenance
