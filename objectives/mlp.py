@@ -24,7 +24,14 @@ from torch import nn
 
 from objectives.config import FRACTION, MOMENTUM, SEED, Range, above, at_least, check_config
 from objectives.errors import ConfigError, DivergedError
-from objectives.euro_data import NUM_CLASSES, EuroData, load_euro, make_features
+from objectives.euro_data import (
+    CAPITALS,
+    COUNTRY_NAMES,
+    NUM_CLASSES,
+    EuroData,
+    load_euro,
+    make_features,
+)
 from objectives.previews import class_map_png, curves_png
 from objectives.reporter import Reporter
 from objectives.runtime import Runtime
@@ -272,20 +279,22 @@ def _decision_boundary(model: nn.Module, data: EuroData, config: Config,
 
 def _save_previews(reporter: Reporter, history: dict[str, list[float]], batch_losses: np.ndarray,
                    boundary: dict[str, np.ndarray]) -> None:
-    """PNG previews that optuna-dashboard shows on the trial's page."""
+    """PNG previews that optuna-dashboard shows on the trial's page and in its note."""
     for kind in ("loss", "accuracy"):
-        curves = {split: history[f"{split}_{kind}"] for split in ("train", "val", "test")}
-        reporter.save_artifact(f"{kind}_curves.png", curves_png(curves, f"{kind} per epoch",
-                                                                "epoch"))
+        curves = {"train (running mean)": history[f"train_{kind}"],
+                  "validation": history[f"val_{kind}"], "test": history[f"test_{kind}"]}
+        reporter.save_artifact(f"{kind}_curves.png", curves_png(
+            curves, f"{kind} per epoch", "epoch", kind))
     block = max(1, math.ceil(len(batch_losses) / PREVIEW_POINTS))
     means = np.resize(batch_losses, math.ceil(len(batch_losses) / block) * block)
     means = means.reshape(-1, block).mean(1) if block > 1 else batch_losses
-    label = "training loss per batch" + (f" (means of {block})" if block > 1 else "")
-    reporter.save_artifact("batch_losses.png", curves_png({"train": means}, label, "batch"))
+    name = "train loss" if block == 1 else f"train loss, means of {block} batches"
+    reporter.save_artifact("batch_losses.png", curves_png(
+        {name: means}, "training loss per batch", "batch", "cross-entropy loss", x_step=block))
     wrong = boundary["test_predicted"] != boundary["test_labels"]
     reporter.save_artifact("decision_boundary.png", class_map_png(
         boundary["grid_classes"], boundary["longs"], boundary["lats"], boundary["test_points"],
-        wrong, NUM_CLASSES))
+        wrong, NUM_CLASSES, names=COUNTRY_NAMES, places=[(x, y) for _, x, y in CAPITALS]))
 
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:

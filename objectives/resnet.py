@@ -15,14 +15,16 @@ Modes:
 Pretrained modes use the backbone's own ImageNet transform. Loss is BCEWithLogits, accuracy
 is sigmoid > 0.5. Per epoch the objective reports train loss/accuracy (the running mean over
 the epoch's batches), validation and test loss/accuracy and validation AUC, then asks whether
-to stop. At the end it keeps every test prediction (see ``objectives.face_predictions``).
+to stop. At the end it keeps every test prediction (see ``objectives.face_predictions``) and
+saves PNG previews: the learning curves and a grid of the misclassified test images.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -34,7 +36,8 @@ from objectives.config import FRACTION, MOMENTUM, SEED, Range, above, at_least, 
 from objectives.errors import ConfigError, DivergedError
 from objectives.face_features import load_features
 from objectives.face_predictions import auc, record_test_predictions
-from objectives.faces_data import SPLITS, load_split, scratch_view, to_float
+from objectives.faces_data import CLASSES, SPLITS, faces_dir, load_split, scratch_view, to_float
+from objectives.previews import curves_png, image_grid_png
 from objectives.reporter import Reporter
 from objectives.runtime import Runtime
 
@@ -42,6 +45,8 @@ DATASET = "faces"
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
            "test_loss", "test_accuracy")
 EVAL_BATCH = 128  # no-grad evaluation batches; results do not depend on it
+PREVIEW_ERRORS = 16  # misclassified test images in the preview grid
+THUMBNAIL = 128  # their largest side in pixels
 IMAGE_SIZE = Range(32, 1024)  # backbones need 32+; the faces are 64x64, so more only costs memory
 
 
@@ -158,6 +163,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
         x_train = torch.cat([x_train, data["val"][0]])
         y_train = torch.cat([y_train, data["val"][1]])
     metrics: dict[str, float] = {}
+    history: dict[str, list[float]] = {}  # per-epoch metrics, for the previews
     test_probs = np.zeros(0)
     for epoch in range(config.epochs):
         start = time.perf_counter()
@@ -192,12 +198,46 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
                 test_probs = probs
         metrics["epoch_seconds"] = seconds
         reporter.report(epoch, metrics)
+        for key, value in metrics.items():
+            history.setdefault(key, []).append(value)
         if reporter.should_stop():
             break
 
     record_test_predictions(reporter, paths, data["test"][1].numpy(), test_probs)
+    _save_previews(reporter, history, runtime.data_dir, paths, data["test"][1].numpy(),
+                   test_probs)
     return Fitted(model=model, metrics={k: metrics[k] for k in METRICS}, test_probs=test_probs)
 
+
+def _save_previews(reporter: Reporter, history: dict[str, list[float]], data_dir: Path,
+                   paths: Sequence[str], labels: np.ndarray, probs: np.ndarray) -> None:
+    """PNG previews for the trial's page and note: the learning curves and the test images
+    the model got most confidently wrong."""
+    splits = {"train (running mean)": "train", "validation": "val", "test": "test"}
+    for kind in ("loss", "accuracy"):
+        curves = {name: history[f"{split}_{kind}"] for name, split in splits.items()}
+        if kind == "accuracy":
+            curves["validation AUC"] = history["val_auc"]
+        reporter.save_artifact(f"{kind}_curves.png", curves_png(
+            curves, f"{kind} per epoch", "epoch", "BCE loss" if kind == "loss" else kind))
+    wrong = np.flatnonzero((probs > 0.5) != (labels == 1))
+    if not len(wrong):
+        return
+    shown = wrong[np.argsort(-np.abs(probs[wrong] - 0.5), kind="stable")][:PREVIEW_ERRORS]
+    images = [_thumbnail(faces_dir(data_dir) / paths[i]) for i in shown]
+    captions = [f"is {CLASSES[labels[i]][2:]}, p(fake) {probs[i]:.2f}" for i in shown]
+    reporter.save_artifact("test_errors.png", image_grid_png(
+        images, captions, f"{len(shown)} of {len(wrong)} misclassified test images "
+        f"(of {len(labels)}), most confident first"))
+
+def _thumbnail(path: Path) -> np.ndarray:
+    """The image at ``path`` as a (H, W, 3) uint8 array, at most THUMBNAIL pixels a side."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        return np.asarray(image)
 
 def _subset(x: torch.Tensor, y: torch.Tensor, config: Config
             ) -> tuple[torch.Tensor, torch.Tensor]:

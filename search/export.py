@@ -263,13 +263,14 @@ def export_table(study_name: str, storage_url: str = DEFAULT_STORAGE, fmt: str =
 def _parquet_ready(frame: Any) -> Any:
     """A copy whose object columns hold one type each: Parquet columns are typed, so a
     categorical parameter with mixed choices (8, "auto") is written as text."""
+    import pandas as pd
+
     frame = frame.copy()
     for column in frame.columns:
         if frame[column].dtype == object:
-            kinds = {type(v) for v in frame[column] if v is not None and v == v}
+            kinds = {type(v) for v in frame[column] if not pd.isna(v)}
             if len(kinds) > 1 and not kinds <= {int, float}:
-                frame[column] = frame[column].map(
-                    lambda v: v if v is None or v != v else str(v))
+                frame[column] = frame[column].map(lambda v: None if pd.isna(v) else str(v))
     return frame
 
 

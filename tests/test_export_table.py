@@ -177,3 +177,14 @@ def test_a_study_without_trials_is_a_clear_error(tmp_path: Path) -> None:
     optuna.create_study(study_name="empty", storage=url)
     with pytest.raises(ConfigError, match="study 'empty' has no trials; run some"):
         export_table("empty", url, "csv", tmp_path / "t.csv")
+
+
+def test_parquet_takes_a_categorical_parameter_of_mixed_types(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    study = optuna.create_study(study_name="mixed", storage=url)
+    choices = optuna.distributions.CategoricalDistribution((8, "auto", None))
+    for value, choice in ((0.1, 8), (0.2, "auto"), (0.3, None)):
+        study.add_trial(optuna.trial.create_trial(params={"width": choice},
+                                                  distributions={"width": choices}, value=value))
+    path, _ = export_table("mixed", url, "parquet", tmp_path / "m.parquet")
+    assert pd.read_parquet(path)["params_width"].tolist()[:2] == ["8", "auto"]  # as text
