@@ -230,6 +230,7 @@ def _save_previews(reporter: Reporter, history: dict[str, list[float]], data_dir
         images, captions, f"{len(shown)} of {len(wrong)} misclassified test images "
         f"(of {len(labels)}), most confident first"))
 
+
 def _thumbnail(path: Path) -> np.ndarray:
     """The image at ``path`` as a (H, W, 3) uint8 array, at most THUMBNAIL pixels a side."""
     from PIL import Image
@@ -238,6 +239,7 @@ def _thumbnail(path: Path) -> np.ndarray:
         image = image.convert("RGB")
         image.thumbnail((THUMBNAIL, THUMBNAIL))
         return np.asarray(image)
+
 
 def _subset(x: torch.Tensor, y: torch.Tensor, config: Config
             ) -> tuple[torch.Tensor, torch.Tensor]:
