@@ -188,3 +188,22 @@ def test_parquet_takes_a_categorical_parameter_of_mixed_types(tmp_path: Path) ->
                                                   distributions={"width": choices}, value=value))
     path, _ = export_table("mixed", url, "parquet", tmp_path / "m.parquet")
     assert pd.read_parquet(path)["params_width"].tolist()[:2] == ["8", "auto"]  # as text
+
+
+def test_a_real_study_over_seeds_fills_the_seed_columns(data_dir: Path, tmp_path: Path) -> None:
+    from search.runner import RunOptions, run_study
+    from search.spec import load_study_spec
+
+    url = f"sqlite:///{tmp_path / 'seeds.db'}"
+    spec = load_study_spec(STUDY).with_overrides(fixed={"epochs": 1, "train_fraction": 0.02},
+                                                 seeds=2)
+    run_study(spec, RunOptions(n_trials=2, data_dir=data_dir, storage_url=url, device="cpu",
+                               seed=1, progress=False))
+    table = pd.read_csv(export_table(STUDY, url, "csv", tmp_path / "t.csv")[0])
+    for trial, row in zip(_trials(url), table.to_dict("records"), strict=True):
+        assert json.loads(row["seeds"]) == trial.user_attrs["seeds"] == [0, 1]
+        values = [m["val_accuracy"] for m in trial.user_attrs["seed_metrics"]]
+        assert row["n_seeds"] == 2
+        assert row["val_accuracy_seed_mean"] == pytest.approx(statistics.fmean(values))
+        assert row["val_accuracy_seed_sd"] == pytest.approx(statistics.stdev(values))
+        assert row["value"] == trial.value == pytest.approx(row["val_accuracy_seed_mean"])
