@@ -1,7 +1,9 @@
 # Set-up and everyday commands. `make demo` and `make test` work on a fresh machine.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-# torch from the pinned local wheels (see README); everything else from pyproject.toml.
+# torch and torchvision at the versions the tests ran with (README, Quick start), from
+# wherever pip looks (its index or $PIP_FIND_LINKS); everything else from pyproject.toml.
+# `make setup TORCH_PINS="torch torchvision"` takes the newest instead.
 TORCH_PINS = torch==2.14.1 torchvision==0.29.1
 DATA_DIR ?= $(if $(HPSEARCH_DATA),$(HPSEARCH_DATA),data)
 
