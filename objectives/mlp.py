@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from objectives.compute import ComputeLedger, forward_flops
 from objectives.config import FRACTION, MOMENTUM, SEED, Range, above, at_least, check_config
 from objectives.errors import ConfigError, DivergedError
 from objectives.euro_data import (
@@ -146,6 +147,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
 
     n_train = x_train.shape[0]
+    ledger = ComputeLedger(forward_flops(model, x_train[:1]))
     batch_losses: list[np.ndarray] = []
     metrics: dict[str, float] = {}
     history: dict[str, list[float]] = {}
@@ -187,6 +189,9 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict
             metrics.update(train_eval_loss=evaluated["train_loss"],
                            train_eval_accuracy=evaluated["train_accuracy"])
         metrics.update(epoch_seconds=seconds, iterations=float(len(losses)))
+        ledger.add(train=n_train, seconds=seconds, evaluated=sum(
+            tensors[split][0].shape[0] for split in ("val", "test"))
+            + (n_train if config.train_eval else 0))
         grad_means = (grad_sums / len(losses)).cpu().numpy()
         for layer, value in zip(config.monitor_layers, grad_means, strict=True):
             metrics[f"grad_sq_norm_layer{layer}"] = float(value)
@@ -200,6 +205,8 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict
     reporter.save_artifact("batch_losses.npy", _npy(all_losses))
     boundary = _decision_boundary(model, data, config, tensors, device)
     reporter.save_artifact("decision_boundary.npz", _npz(boundary))
+    ledger.add(evaluated=BOUNDARY_GRID ** 2)
+    reporter.log("compute", ledger.as_dict())
     _save_previews(reporter, history, all_losses, boundary)
     return model, {key: metrics[key] for key in METRICS}
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from objectives.compute import ComputeLedger, forward_flops
 from objectives.config import check_config
 from objectives.errors import DivergedError
 from objectives.euro_data import (
@@ -44,6 +45,7 @@ from objectives.euro_data import (
     make_features,
 )
 from objectives.mlp import (
+    BOUNDARY_GRID,
     EVAL_BATCH_SIZE,
     METRICS,
     MLP,
@@ -184,6 +186,8 @@ class _Lane:
         self.in_features = make_features(self.data.x_train[:1], config.features).shape[1]
         self.model = MLP(self.in_features, config)  # its initial weights are the lane's
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        x_one = torch.from_numpy(make_features(self.data.x_train[:1], config.features))
+        self.ledger = ComputeLedger(forward_flops(self.model, x_one))  # unpadded: its own
 
     @property
     def config(self) -> Config:
@@ -276,6 +280,9 @@ class _Pack:
                 metrics.pop("train_eval_loss", None)
                 metrics.pop("train_eval_accuracy", None)
             metrics.update(epoch_seconds=seconds, iterations=float(n_steps))
+            lane.ledger.add(train=n_train, seconds=seconds / k, evaluated=sum(  # its share
+                x.shape[0] for x, _ in self.evals.values())
+                + (n_train if lane.config.train_eval else 0))
             for layer in lane.config.monitor_layers:
                 metrics[f"grad_sq_norm_layer{layer}"] = float(
                     grad_means[i, state.monitored.index(state.pack_layer(i, layer))])
@@ -302,6 +309,8 @@ class _Pack:
             tensors = {"test": self.evals["test"]}
             boundary = _decision_boundary(model, self.data, lane.config, tensors, self.device)
             lane.reporter.save_artifact("decision_boundary.npz", _npz(boundary))
+            lane.ledger.add(evaluated=BOUNDARY_GRID ** 2)
+            lane.reporter.log("compute", lane.ledger.as_dict())
             _save_previews(lane.reporter, lane.history, all_losses, boundary)
         except Exception as exc:
             return LaneEnd(lane.task, error=exc)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from objectives.backbones import FEATURE_DIMS, build_backbone, check_weights, input_view
+from objectives.compute import ComputeLedger, forward_flops
 from objectives.config import FRACTION, MOMENTUM, SEED, Range, above, at_least, check_config
 from objectives.errors import ConfigError, DivergedError
 from objectives.face_features import load_features
@@ -165,6 +166,10 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
     metrics: dict[str, float] = {}
     history: dict[str, list[float]] = {}  # per-epoch metrics, for the previews
     test_probs = np.zeros(0)
+    # A probe's frozen backbone runs forward only (its gradients stop at the head); cached
+    # features count the head alone (their one-time extraction is not counted).
+    ledger = ComputeLedger(forward_flops(model, prepare(x_train[:1])))
+    n_eval = data["val"][0].shape[0] + data["test"][0].shape[0]
     for epoch in range(config.epochs):
         start = time.perf_counter()
         model.train()
@@ -197,6 +202,10 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
             else:
                 test_probs = probs
         metrics["epoch_seconds"] = seconds
+        if config.mode == "probe":
+            ledger.add(evaluated=seen + n_eval, seconds=seconds)
+        else:
+            ledger.add(train=seen, evaluated=n_eval, seconds=seconds)
         reporter.report(epoch, metrics)
         for key, value in metrics.items():
             history.setdefault(key, []).append(value)
@@ -204,6 +213,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
             break
 
     record_test_predictions(reporter, paths, data["test"][1].numpy(), test_probs)
+    reporter.log("compute", ledger.as_dict())
     _save_previews(reporter, history, runtime.data_dir, paths, data["test"][1].numpy(),
                    test_probs)
     return Fitted(model=model, metrics={k: metrics[k] for k in METRICS}, test_probs=test_probs)

@@ -20,6 +20,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from objectives.compute import merge_ledgers
+
 CONFIDENCE = 0.95  # one-sided level of the ``lcb`` bound
 
 
@@ -133,6 +135,9 @@ class SeedGroup:
             self.parent.artifacts[name] = self.parent.artifacts[stored_name]
         for key, value in self.logs[typical].items():
             self.parent.log(key, value)
+        ledgers = [logs["compute"] for logs in self.logs if "compute" in logs]
+        if ledgers:  # the trial's compute is every seed's
+            self.parent.log("compute", merge_ledgers(ledgers))
         self.parent.log("median_seed", self.seeds[typical])
         metrics = _mean_metrics(per_seed)
         if all(math.isfinite(v) for v in values):
