@@ -178,7 +178,8 @@ def write_synthetic_euro(out_dir: Path, sizes: tuple[int, int, int] = (20_000, 2
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write a synthetic stand-in of the Euro data.")
+    parser = argparse.ArgumentParser(prog="python -m objectives.euro_data",
+                                     description="Write a synthetic stand-in of the Euro data.")
     parser.add_argument("--synthetic", metavar="DIR", required=True,
                         help="data folder to write euro/{train,validation,test}.csv into")
     args = parser.parse_args(argv)

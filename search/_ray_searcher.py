@@ -23,7 +23,15 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from objectives.errors import HPSearchError
-from search._ray_worker import HPSEARCH_ERROR_ATTR, STOP_ATTR, TRIAL_ID_KEY, TRIAL_IDS_KEY
+from search._ray_worker import (
+    HPSEARCH_ERROR_ATTR,
+    STOP_ATTR,
+    TRIAL_ID_KEY,
+    TRIAL_IDS_KEY,
+    WORKER_ERROR_KEY,
+    WORKER_ERROR_STOPS_KEY,
+    WORKER_TRACEBACK_KEY,
+)
 from search.claims import TrialDealer
 from search.liveness import Owner
 from search.spec import StudySpec
@@ -66,6 +74,7 @@ class OptunaAskSearcher(Searcher):
         self.timed_out = False
         self.grid_done = False
         self.error: str | None = None
+        self.worker_errors: dict[str, dict[str, Any]] = {}  # by Tune trial id
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.deadline is not None and time.time() >= self.deadline:
@@ -94,17 +103,32 @@ class OptunaAskSearcher(Searcher):
         params = suggest_values(trial, self.spec)  # the values the dealer drew
         return {TRIAL_ID_KEY: ids[0], "number": trial.number, **params}
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if WORKER_ERROR_KEY in result:  # the worker failed outside the objective
+            self.worker_errors[trial_id] = result
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if result and WORKER_ERROR_KEY in result:
+            self.worker_errors[trial_id] = result
+        failure = self.worker_errors.pop(trial_id, None)
+        if failure is not None and failure.get(WORKER_ERROR_STOPS_KEY) and self.error is None:
+            self.error = str(failure[WORKER_ERROR_KEY])
         for optuna_id in self.optuna_ids.pop(trial_id, []):
-            self._sweep(optuna_id)
+            self._sweep(optuna_id, failure)
 
-    def _sweep(self, optuna_id: int) -> None:
-        """Record how a trial ended (FAIL if its worker died first) and report it."""
+    def _sweep(self, optuna_id: int, failure: dict[str, Any] | None = None) -> None:
+        """Record how a trial ended and report it: FAIL with the worker's error when it
+        failed outside the objective, or with ``DIED_ERROR`` when its worker died first."""
         storage = self.study._storage
         trial = storage.get_trial(optuna_id)
-        if trial.state == TrialState.RUNNING:  # the worker died before it could tell Optuna
-            storage.set_trial_user_attr(optuna_id, "error", DIED_ERROR)
+        if trial.state == TrialState.RUNNING:  # the worker could not tell Optuna itself
+            if failure is not None:
+                storage.set_trial_user_attr(optuna_id, "error", str(failure[WORKER_ERROR_KEY]))
+                storage.set_trial_user_attr(optuna_id, "traceback",
+                                            str(failure.get(WORKER_TRACEBACK_KEY, "")))
+            else:
+                storage.set_trial_user_attr(optuna_id, "error", DIED_ERROR)
             storage.set_trial_state_values(optuna_id, TrialState.FAIL)
             trial = storage.get_trial(optuna_id)
         message = trial.system_attrs.get(HPSEARCH_ERROR_ATTR)

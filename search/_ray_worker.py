@@ -15,6 +15,7 @@ study, its ``TrialRunner`` and the run's data between trials (Tune reuses the ac
 from __future__ import annotations
 
 import math
+import socket
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives.errors import HPSearchError
+from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime
 from search.claims import hand_over
 from search.liveness import Heartbeat, Owner
@@ -36,6 +37,11 @@ TRIAL_IDS_KEY = "optuna_trial_ids"  # ... or the ids of a pack of lanes
 STOP_ATTR = "ray_scheduler_stop"  # system attr: the step at which the scheduler stopped it
 HPSEARCH_ERROR_ATTR = "hpsearch_error"  # system attr: bad input that ends the whole run
 HARD_STOP_REASON = "stopped by the Ray scheduler (the objective ignored should_stop)"
+# Result keys of a trial that failed in the worker outside the objective (opening the
+# storage, the data, the trial): the driver records the error on the Optuna trial.
+WORKER_ERROR_KEY = "hpsearch_worker_error"
+WORKER_TRACEBACK_KEY = "hpsearch_worker_traceback"
+WORKER_ERROR_STOPS_KEY = "hpsearch_worker_error_stops_run"  # bad input every trial would hit
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class WorkerSetup:
     run_id: str
     use_study_pruner: bool  # True when no Ray scheduler prunes (the study's pruner acts)
     lanes: int = 1  # Optuna trials per Ray trial, trained at once as lanes
+    command: str = ""  # the run's command line, recorded in each trial's provenance
 
 
 class SchedulerStopPruner(optuna.pruners.BasePruner):
@@ -90,17 +97,26 @@ def run_trial(config: dict[str, Any], setup: WorkerSetup, data: list[Any]) -> No
 
     ``data`` holds at most one object ref to the run's loaded data set (a list, so Tune does
     not fetch it for every trial). The trial ends as COMPLETE, PRUNED or FAIL in Optuna
-    here; only a process that dies leaves it to the driver to mark as FAIL.
+    here. An error outside the objective (the storage or data cannot be opened here) is
+    reported to Tune as a result with ``WORKER_ERROR_KEY``, and the driver records it; only a
+    process that dies leaves the driver to say so.
     """
-    study, runner = _prepare(setup, data)
-    storage = study._storage
-    if TRIAL_IDS_KEY in config:
-        _run_pack(study, runner.runtime, setup, [int(i) for i in config[TRIAL_IDS_KEY]])
-        return
-    trial_id = int(config[TRIAL_ID_KEY])
-    hand_over(storage, trial_id, Owner.of())  # this process runs it now: liveness checks see it
-    with Heartbeat(storage, trial_id):
-        _run_to_end(study, runner, trial_id)
+    try:
+        study, runner = _prepare(setup, data)
+        storage = study._storage
+        if TRIAL_IDS_KEY in config:
+            _run_pack(study, runner.runtime, setup, [int(i) for i in config[TRIAL_IDS_KEY]])
+            return
+        trial_id = int(config[TRIAL_ID_KEY])
+        hand_over(storage, trial_id, Owner.of())  # this process runs it now: liveness sees it
+        with Heartbeat(storage, trial_id):
+            _run_to_end(study, runner, trial_id)
+    except Exception as exc:
+        from ray import tune
+
+        tune.report({WORKER_ERROR_KEY: f"{type(exc).__name__}: {exc}",
+                     WORKER_TRACEBACK_KEY: traceback.format_exc()[-4000:],
+                     WORKER_ERROR_STOPS_KEY: isinstance(exc, HPSearchError)})
 
 
 def _run_pack(study: optuna.Study, runtime: Runtime, setup: WorkerSetup, ids: list[int]) -> None:
@@ -111,7 +127,8 @@ def _run_pack(study: optuna.Study, runtime: Runtime, setup: WorkerSetup, ids: li
     for trial_id in ids:
         hand_over(storage, trial_id, Owner.of())
     # Lanes report to Optuna (the study's pruner decides per lane), not each to Tune.
-    plain = TrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id)
+    plain = TrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id,
+                        command=setup.command, backend="ray")
     try:
         run_pack(study, plain, ids, len(ids), lambda free: [], lambda event: None)
     except HPSearchError as exc:
@@ -163,11 +180,20 @@ def _prepare(setup: WorkerSetup, data: list[Any]) -> tuple[optuna.Study, TrialRu
 
     inner = make_pruner(setup.spec) if setup.use_study_pruner else optuna.pruners.NopPruner()
     # The driver's sampler already drew every parameter; this one only has to be cheap.
-    study = optuna.load_study(study_name=setup.study_name, storage=open_storage(setup.storage_url),
-                              sampler=optuna.samplers.RandomSampler(),
-                              pruner=SchedulerStopPruner(inner))
+    try:
+        study = optuna.load_study(study_name=setup.study_name,
+                                  storage=open_storage(setup.storage_url),
+                                  sampler=optuna.samplers.RandomSampler(),
+                                  pruner=SchedulerStopPruner(inner))
+    except KeyError:  # Optuna's "Record does not exist": this worker sees another storage
+        raise ConfigError(f"the Ray worker on {socket.gethostname()} finds no study "
+                          f"{setup.study_name!r} in {setup.storage_url}: every Ray worker must "
+                          "open the same storage; on a cluster use a database server "
+                          "(--storage postgresql://...) or a file on a disk all nodes share"
+                          ) from None
     runtime = Runtime(data_dir=setup.data_dir, device=setup.device, cache_dir=setup.cache_dir)
-    runner = _TuneTrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id)
+    runner = _TuneTrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id,
+                              command=setup.command, backend="ray")
     _PROCESS.clear()  # a reused process keeps only the current run
     _PROCESS[setup.run_id] = (study, runner)
     return study, runner

@@ -11,6 +11,7 @@ loader. Only this module and ``search/_ray_*.py`` import ray.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -88,16 +89,45 @@ def check_ray_options(ray_options: RayOptions) -> None:
         raise ConfigError(f"--ray-cpus must be at least 1, got {ray_options.num_cpus}")
 
 
+def check_ray_run(spec: StudySpec, options: Any, ray_options: RayOptions
+                  ) -> tuple[dict[str, Any], str, int]:
+    """Refuse a Ray run that could only fail later (bad resources, scheduler, device, lanes
+    with ASHA, no Ray installed); return the scheduler settings, the workers' device and the
+    Optuna trials per Ray trial. The CLI calls it before it prints anything."""
+    from search.runner import check_run_options, resolve_lanes
+
+    check_run_options(options)
+    check_ray_options(ray_options)
+    settings = scheduler_settings(spec, ray_options)
+    device = _worker_device(options.device, ray_options.gpus_per_trial)
+    # On Ray, lanes are asked for: a Ray trial then trains a pack of that many Optuna trials,
+    # and the study's pruner decides per lane (ASHA ranks whole Ray trials).
+    lanes = resolve_lanes(spec, options.lanes, device) if options.lanes else 1
+    if lanes > 1 and ray_options.scheduler.get("name") == "asha":
+        raise ConfigError("--scheduler asha ranks whole Ray trials, but with --lanes a Ray "
+                          "trial is a pack of trials; drop --scheduler (the study's pruner "
+                          "then decides per lane) or use --lanes 1")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray Tune; install it with "
+                          "pip install -e '.[ray]'") from None
+    return settings, device, lanes
+
+
 def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any:
     """Create or resume ``spec``'s study and add ``options.n_trials`` trials on Ray Tune.
 
     ``options`` is the local backend's ``RunOptions`` (``jobs`` is ignored: Ray's resources
     decide the concurrency); returns its ``RunSummary``.
     """
+    import ray
+
+    from search.provenance import record_run
+    from search.run import absolute_storage_url
     from search.runner import (
         _Progress,
         _summarise,
-        check_run_options,
         create_or_load_study,
         fail_running_trials,
         make_dealer,
@@ -105,16 +135,10 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
     )
     from search.storage import artifact_dir_for
 
-    check_run_options(options)
-    check_ray_options(ray_options)
-    settings = scheduler_settings(spec, ray_options)
-    device = _worker_device(options.device, ray_options.gpus_per_trial)
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--backend ray needs Ray Tune; install it with "
-                          "pip install -e '.[ray]'") from None
-
+    settings, device, lanes = check_ray_run(spec, options, ray_options)
+    # Each Ray trial runs in a working folder of its own: a relative SQLite or journal path
+    # would open a new, empty file there.
+    options = dataclasses.replace(options, storage_url=absolute_storage_url(options.storage_url))
     study_name = options.study_name or spec.name
     artifact_dir = Path(options.artifact_dir or artifact_dir_for(options.storage_url)).resolve()
     study = create_or_load_study(spec, study_name, options)
@@ -134,7 +158,7 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
         if n_trials:
             connected = _init_ray(ray, ray_options)
             stopped_by = _fit(spec, options, ray_options, settings, dealer, study_name, run_id,
-                              n_trials, device, artifact_dir, tune_dir, progress)
+                              n_trials, device, lanes, artifact_dir, tune_dir, progress)
     except KeyboardInterrupt:
         stopped_by = "interrupt"
     finally:
@@ -143,6 +167,7 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
             ray.shutdown()  # ends this run's workers, so none writes after the sweep below
         fail_running_trials(study, run_id)
         shutil.rmtree(tune_dir, ignore_errors=True)
+    record_run(study, spec, options, run_id, backend="ray")
     return _summarise(study, run_id, artifact_dir, options.storage_url,
                       time.perf_counter() - start, stopped_by, stale + dealer.failed_stale,
                       grid_was_complete=spec.is_grid and n_trials == 0)
@@ -179,7 +204,7 @@ def _init_ray(ray: Any, ray_options: RayOptions) -> bool:
 
 
 def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[str, Any],
-         dealer: Any, study_name: str, run_id: str, n_trials: int, device: str,
+         dealer: Any, study_name: str, run_id: str, n_trials: int, device: str, lanes: int,
          artifact_dir: Path, tune_dir: Path, progress: Any) -> str:
     import optuna
     import ray
@@ -187,24 +212,16 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
 
     from search._ray_searcher import CooperativeASHA, OptunaAskSearcher
     from search._ray_worker import WorkerSetup, run_trial
-    from search.runner import resolve_lanes
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = dealer.study
-    # On Ray, lanes are asked for: a Ray trial then trains a pack of that many Optuna trials,
-    # and the study's pruner decides per lane (ASHA ranks whole Ray trials).
-    lanes = resolve_lanes(spec, options.lanes, device) if options.lanes else 1
-    if lanes > 1 and ray_options.scheduler.get("name") == "asha":
-        raise ConfigError("--scheduler asha ranks whole Ray trials, but with --lanes a Ray "
-                          "trial is a pack of trials; drop --scheduler (the study's pruner "
-                          "then decides per lane) or use --lanes 1")
     use_asha = settings["name"] == "asha" and lanes == 1
     setup = WorkerSetup(
         spec=spec, study_name=study_name, storage_url=options.storage_url,
         artifact_dir=artifact_dir, data_dir=Path(options.data_dir).resolve(), device=device,
         threads=options.threads or max(1, int(ray_options.cpus_per_trial)),
         cache_dir=Path(options.cache_dir).resolve(), run_id=run_id,
-        use_study_pruner=not use_asha, lanes=lanes)
+        use_study_pruner=not use_asha, lanes=lanes, command=options.command)
     data = _put_data(ray, spec, setup.data_dir)
 
     def on_done(number: int, state: str, value: float | None, note: str) -> None:

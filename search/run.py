@@ -10,9 +10,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_data_dir, resolve_device
 from search.preflight import preflight
 from search.spec import StudySpec, list_studies, load_study_spec
-from search.storage import DEFAULT_STORAGE
+from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,11 +98,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def print_study_list() -> None:
+def print_study_list(width: int | None = None) -> None:
+    """One line per study: name, objective and its description, shortened at a word to fit
+    ``width`` columns (default: the terminal's, at most 120; 120 when not a terminal) with an
+    ellipsis."""
+    if width is None:
+        width = min(shutil.get_terminal_size().columns, 120) if sys.stdout.isatty() else 120
     for path in list_studies():
         spec = load_study_spec(path)
-        first_line = spec.description.splitlines()[0] if spec.description else ""
-        print(f"{spec.name:22s} {spec.objective:14s} {first_line}")
+        head = f"{spec.name:22s} {spec.objective:14s} "
+        # The whole description as one line: YAML block text breaks lines mid-sentence.
+        text = textwrap.shorten(spec.description, max(20, width - len(head)), placeholder=" ...",
+                                break_on_hyphens=False)
+        print((head + text).rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                                *(sys.argv[1:] if argv is None else argv)])
     try:
         if args.list:
-            print_study_list()
+            try:
+                print_study_list()
+            except BrokenPipeError:  # `--list | head` closed the pipe: not an error
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         if not args.study:
             raise ConfigError("--study is required; see --list for the studies")
@@ -120,22 +134,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from search.components import check_components
     from search.runner import RunOptions, check_run_options, run_study
 
     spec = load_study_spec(args.study).with_overrides(
         fixed=parse_overrides(args.overrides), sampler=args.sampler, pruner=args.pruner)
-    data_dir = resolve_data_dir(args.data_dir)
+    # Every path absolute from here on: a Ray trial runs in its own working folder, where a
+    # relative sqlite:///studies.db would open a new, empty database.
+    storage_url = absolute_storage_url(args.storage)
+    data_dir = resolve_data_dir(args.data_dir).resolve()
+    cache_dir = args.cache_dir.expanduser().resolve()
+    artifact_dir = (args.artifact_dir.expanduser() if args.artifact_dir
+                    else artifact_dir_for(storage_url)).resolve()
     options = RunOptions(
         n_trials=args.trials if args.trials is not None else spec.trials, data_dir=data_dir,
-        storage_url=args.storage, jobs=args.jobs, timeout=args.timeout, device=args.device,
-        seed=args.seed, artifact_dir=args.artifact_dir, study_name=args.study_name,
-        threads=args.threads, cache_dir=args.cache_dir, progress=not args.no_progress,
+        storage_url=storage_url, jobs=args.jobs, timeout=args.timeout, device=args.device,
+        seed=args.seed, artifact_dir=artifact_dir, study_name=args.study_name,
+        threads=args.threads, cache_dir=cache_dir, progress=not args.no_progress,
         lanes=args.lanes,
         command=args.command)
     check_run_options(options)
+    check_components(spec)
+    ray_options = None
+    if args.backend == "ray":
+        from search.ray_backend import check_ray_run
+
+        ray_options = _ray_options(args)
+        check_ray_run(spec, options, ray_options)
     _check_data(spec.objective, data_dir)
     preflight(spec, Runtime(data_dir=data_dir, device=resolve_device(args.device),
-                            cache_dir=args.cache_dir))
+                            cache_dir=cache_dir))
+    open_storage(storage_url)  # a bad URL or an unreachable server: refused before the header
     print(f"study {options.study_name or spec.name}: objective {spec.objective}, "
           f"{spec.direction} {spec.metric}, sampler {spec.sampler.name}, pruner {spec.pruner.name}")
     print(f"fixed: {dict(spec.fixed)}")
@@ -151,10 +180,28 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.backend == "ray":
         from search.ray_backend import run_study_ray
 
-        summary = run_study_ray(spec, options, _ray_options(args))
+        summary = run_study_ray(spec, options, ray_options)
     else:
         summary = run_study(spec, options)
     return report_summary(summary, spec)
+
+
+def absolute_storage_url(url: str) -> str:
+    """``url`` with a relative SQLite or journal file made absolute (from the current folder),
+    so that every process, whatever its working folder, opens the same file.
+
+    ``sqlite:///studies.db`` -> ``sqlite:////home/me/studies.db``; server URLs, in-memory
+    SQLite and absolute paths come back unchanged.
+    """
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme):
+            path, sep, query = url.removeprefix(scheme).partition("?")
+            if not path or path == ":memory:" or Path(path).is_absolute():
+                return url
+            return f"{scheme}{Path(path).expanduser().resolve()}{sep}{query}"
+    if "://" not in url and url.endswith((".log", ".journal")):  # a bare journal file
+        return str(Path(url).expanduser().resolve())
+    return url
 
 
 def report_summary(summary: Any, spec: StudySpec) -> int:

@@ -160,6 +160,11 @@ def _wait_for_running_trials(url: str, name: str, count: int, timeout: float) ->
     (["--study", "mlp_demo", "--trials", "0"], "--trials must be at least 1"),
     (["--study", "mlp_demo", "--sampler", "grid"], "--sampler grid needs a study with a grid"),
     (["--study", "mlp_demo", "--pruner", "magic"], "unknown --pruner 'magic'"),
+    (["--study", "mlp_demo", "--backend", "ray", "--trials", "0"], "--trials must be at least 1"),
+    (["--study", "mlp_demo", "--backend", "ray", "--max-concurrent", "0"],
+     "--max-concurrent must be at least 1"),
+    (["--study", "mlp_demo", "--backend", "ray", "--lanes", "2", "--scheduler", "asha"],
+     "ranks whole Ray trials"),
     ([], "--study is required"),
 ])
 def test_bad_input_gives_one_line(args, fragment, data_dir, storage_url, capsys):
@@ -171,6 +176,7 @@ def test_bad_input_gives_one_line(args, fragment, data_dir, storage_url, capsys)
     captured = capsys.readouterr()
     result = subprocess.CompletedProcess(args, code, captured.out, captured.err)
     assert_one_line_error(result, fragment)
+    assert "study " not in captured.out  # refused before the study header is printed
 
 
 def test_bad_input_from_the_real_command(storage_url):
@@ -214,3 +220,88 @@ def test_failing_trials_are_recorded_and_the_run_goes_on(data_dir, storage_url, 
     for trial in failed:
         assert trial.params["x"] > 0.5 and "RuntimeError" in trial.user_attrs["error"]
         assert f"trial {trial.number} failed: RuntimeError" in result.stdout
+
+
+def test_every_trial_failing_is_counted_and_exits_1(data_dir, storage_url, tmp_path, capsys):
+    study = tmp_path / "allfail.yaml"
+    study.write_text("description: every trial fails\nobjective: toy\nmetric: val_loss\n"
+                     "direction: minimize\nfixed: {fail_above: -10.0, steps: 2}\n"
+                     "space: {x: {type: float, low: 0.0, high: 1.0}}\n")
+    code = main(["--study", str(study), "--trials", "3", "--storage", storage_url,
+                 "--data-dir", str(data_dir), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "added 0 complete, 0 pruned, 3 failed trial(s)" in captured.out
+    assert "all 3 trial(s) of this run failed" in captured.err
+    assert [t.state for t in _trials(storage_url, "allfail")] == [TrialState.FAIL] * 3
+
+
+def test_list_shortens_descriptions_at_a_word(capsys):
+    from search.spec import list_studies, load_study_spec
+
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    specs = [load_study_spec(path) for path in list_studies()]
+    assert len(lines) == len(specs)
+    for line, spec in zip(lines, specs, strict=True):
+        assert len(line) <= 120, line
+        text = " ".join(spec.description.split())
+        shown = line.split(maxsplit=2)[2]
+        if shown.endswith(" ..."):  # cut between two words of the description
+            kept = shown.removesuffix(" ...")
+            assert text.startswith(kept + " "), (kept, text)
+        else:
+            assert shown == text
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("sqlite:///studies.db", "sqlite:///{cwd}/studies.db"),
+    ("sqlite:///runs/a.db?timeout=5", "sqlite:///{cwd}/runs/a.db?timeout=5"),
+    ("sqlite:////abs/a.db", "sqlite:////abs/a.db"),
+    ("sqlite:///:memory:", "sqlite:///:memory:"),
+    ("journal:///runs/j.log", "journal:///{cwd}/runs/j.log"),
+    ("runs/j.log", "{cwd}/runs/j.log"),
+    ("postgresql://u@host/db", "postgresql://u@host/db"),
+])
+def test_relative_storage_files_become_absolute(url, expected, tmp_path, monkeypatch):
+    from search.run import absolute_storage_url
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_storage_url(url) == expected.format(cwd=tmp_path.resolve())
+
+
+def test_a_run_from_another_folder_keeps_its_files_there(data_dir, tmp_path):
+    """The default storage, artifacts and cache are the current folder's, named absolutely."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "search.run", "--study", "mlp_demo",
+                             "--trials", "1", "--data-dir", str(data_dir), "--no-progress",
+                             *QUICK_SET], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    here = tmp_path.resolve()
+    assert f"stored in sqlite:///{here}/studies.db" in result.stdout
+    assert f"artifacts in {here}/studies-artifacts" in result.stdout
+    trial = _trials(f"sqlite:///{here}/studies.db", "mlp_demo")[0]
+    assert all((here / "studies-artifacts" / a).is_file()
+               for a in trial.user_attrs["artifacts"].values())
+
+
+def test_progress_bar_draws_its_counts_with_the_bar(capsys):
+    from search.runner import _Progress
+
+    progress = _Progress(3, "maximize", enabled=True)
+    progress.handle(("trial", {"number": 0, "state": "COMPLETE", "value": 0.5}))
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert "1/3" in last and "done=1" in last, last  # not the new counts on the old bar
+    progress.handle(("trial", {"number": 1, "state": "PRUNED", "value": None}))
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert "2/3" in last and "pruned=1" in last, last
+    progress.close()
+
+
+def test_euro_data_help_names_the_command(capsys):
+    from objectives.euro_data import main as euro_main
+
+    with pytest.raises(SystemExit):
+        euro_main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m objectives.euro_data ")

@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -73,6 +75,54 @@ def test_cli_runs_a_short_mlp_study_on_ray(storage_url, data_dir, tmp_path):
         with store.open_reader(trial.user_attrs["artifacts"]["batch_losses.npy"]) as f:
             assert f.read(6) == b"\x93NUMPY"
         assert trial.user_attrs["run_id"]
+
+
+def test_cli_on_the_relative_default_storage_from_another_folder(data_dir, tmp_path):
+    """The README's command as typed: default ``sqlite:///studies.db`` and relative folders,
+    from a folder that is not the repository. Ray runs each trial in its own working folder;
+    the trials must still land in ``./studies.db`` of the command's folder."""
+    name = f"relative-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "data").symlink_to(data_dir)
+    out = subprocess.run(
+        _cli("--study", "mlp_demo", "--study-name", name, "--trials", "2", "--backend", "ray",
+             "--ray-cpus", "2", "--data-dir", "data", "--cache-dir", "cache", "--seed", "0",
+             "--set", "epochs=2", "--set", "train_fraction=0.02", "--no-progress"),
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-4000:]
+    assert "0 failed" in out.stdout, out.stdout
+    trials = _trials(f"sqlite:///{tmp_path}/studies.db", name)
+    assert len(trials) == 2
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for trial in trials:
+        for artifact_id in trial.user_attrs["artifacts"].values():
+            assert (tmp_path / "studies-artifacts" / artifact_id).is_file()
+    # No trial opened a studies.db of its own in its Ray working folder.
+    working = list(Path(tempfile.gettempdir(), "ray").glob(
+        f"session_*/artifacts/*/{name}-*/working_dirs/*"))
+    assert working, "Ray's per-trial working folders were not found"
+    assert not [p for folder in working for p in folder.rglob("studies*")]
+
+
+def test_a_worker_failure_outside_the_objective_is_the_trials_error(local_ray, storage_url,
+                                                                     data_dir, tmp_path, capsys):
+    from search.run import report_summary
+
+    spec = load_study_spec(STUDIES / "toy_mixed.yaml")
+    not_a_folder = tmp_path / "artifacts"
+    not_a_folder.write_text("a file where the artifact folder should be")
+    summary = run_study_ray(spec, _options(storage_url, data_dir, 2, artifact_dir=not_a_folder),
+                            RAY_2_CPUS)
+    trials = _trials(storage_url, spec.name)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    for trial in trials:  # the worker's own error, not "worker died"
+        assert trial.user_attrs["error"].startswith("FileExistsError"), trial.user_attrs
+        assert "Traceback" in trial.user_attrs["traceback"]
+    assert (summary.complete, summary.pruned, summary.failed) == (0, 0, 2)
+    printed = capsys.readouterr().out
+    assert f"trial {trials[0].number} failed: FileExistsError" in printed
+    assert report_summary(summary, spec) == 1  # every trial failed: the command exits 1
 
 
 def test_asha_stopped_trials_are_pruned_with_their_curves(local_ray, storage_url, data_dir):
