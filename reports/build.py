@@ -7,11 +7,13 @@ Examples::
     python -m reports.build --all --storage sqlite:///runs/studies.db --no-png
 
 Reads the storage and its artifacts only; it never trains. A study that is missing or
-incomplete gets a line in the index naming the command that produces it, and a figure whose
-artifact file is unreadable (truncated, corrupt) a line naming the trial and the file. Each
-study's figures go to a folder inside ``--out`` named after it (``study_folder``: a name such
-as ``../x`` gets a plain folder name with a hash). It is an error when the storage holds none
-of the studies asked for (with ``--all``: no study at all).
+incomplete gets a line in the index naming the command that makes it, or continues it with the
+settings it was made with (``reports.commands``), and a figure whose artifact file is
+unreadable (truncated, corrupt) a line naming the trial and the file. Each study's figures go
+to a folder inside ``--out`` named after it (``study_folder``: a name such as ``../x`` gets a
+plain folder name with a hash); the index lists every study built into ``--out``, by this
+build or an earlier one (``reports.index.update_index``). It is an error when the storage
+holds none of the studies asked for (with ``--all``: no study at all).
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from pathlib import Path
 
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import resolve_data_dir
+from reports.commands import continue_command, run_command, study_recipe
 from reports.data import StudyInfo, StudyStore, UnreadableArtifact
 from reports.exercise import EXERCISE_FIGURES, Context, ExerciseFigure
 from reports.export import DEFAULT_SCALE, Exporter, Written, study_folders
 from reports.faces import FACES_FIGURES
 from reports.figure import MissingData
-from reports.index import ExerciseEntry, Section, write_index
+from reports.index import ExerciseEntry, Section, update_index
 from reports.search_plots import search_figures
+from search.notes import made_with
 from search.spec import list_studies, load_study_spec
 from search.storage import DEFAULT_STORAGE, require_existing_storage
 
@@ -58,10 +62,6 @@ class BuildResult:
     png_seconds: float = 0.0
 
 
-def run_command(study: str) -> str:
-    return f"python -m search.run --study {study}"
-
-
 def known_studies(stored: list[str]) -> list[str]:
     """Study files in spaces/, the studies the figures read, and whatever else is stored."""
     names = {p.stem for p in list_studies()} | set(stored)
@@ -69,21 +69,27 @@ def known_studies(stored: list[str]) -> list[str]:
     return sorted(names)
 
 
-def completeness(info: StudyInfo) -> str:
-    """A note when a grid study has points left (or its study file asks for more trials)."""
-    try:
-        spec = load_study_spec(info.name)
-    except ConfigError:
+def completeness(info: StudyInfo, storage_url: str = DEFAULT_STORAGE,
+                 artifact_dir: Path | None = None) -> str:
+    """A note when a grid study has points left (or its study file asks for more trials),
+    naming the command that continues it with the settings it was made with."""
+    recipe = study_recipe(info)
+    if recipe is None:
         return ""
+    spec = recipe.spec
+    finished = info.finished()
     if spec.is_grid:
-        done = {tuple(sorted((k, repr(v)) for k, v in t.params.items()))
-                for t in info.finished()}
-        if len(done) < spec.grid_size():
+        done = {tuple(sorted((k, repr(v)) for k, v in t.params.items())) for t in finished}
+        left = spec.grid_size() - len(done)
+        if left > 0:
+            command = continue_command(info, storage_url, artifact_dir,
+                                       left if spec.trials < left else None)
             return (f"incomplete: {len(done)} of {spec.grid_size()} grid points done; "
-                    f"`{run_command(info.name)}` runs the rest")
-    elif len(info.finished()) < spec.trials:
-        return (f"partial: {len(info.finished())} of the study file's {spec.trials} trials; "
-                f"`{run_command(info.name)}` adds more")
+                    f"`{command}` runs the rest")
+    elif len(finished) < spec.trials:
+        command = continue_command(info, storage_url, artifact_dir, spec.trials - len(finished))
+        return (f"partial: {len(finished)} of the study file's {spec.trials} trials; "
+                f"`{command}` runs the rest")
     return ""
 
 
@@ -123,8 +129,8 @@ def build(options: BuildOptions) -> BuildResult:
     exporter = Exporter(options.out, png=options.png, scale=options.scale)
     result = BuildResult(index=options.out / "index.html")
 
-    sections = {name: _section(name, studies[name], folders[name]) for name in chosen}
-    entries = []
+    sections = {name: _section(name, studies[name], folders[name], options)
+                for name in chosen}
     for figure in ALL_FIGURES:
         home = figure.studies[0]
         if home not in chosen:
@@ -133,12 +139,11 @@ def build(options: BuildOptions) -> BuildResult:
         try:
             entry.files = [exporter.add(folders[home], item) for item in figure.build(context)]
         except MissingData as exc:
-            entry.missing = _missing_line(exc, studies)
+            entry.missing = _missing_line(exc, studies, options)
         except UnreadableArtifact as exc:
             entry.missing = f"{exc}; not drawn"
         if entry.missing:
             result.missing.append(f"figure {figure.number}: {entry.missing}")
-        entries.append(entry)
         sections[home].exercise.append(entry)
         result.written += entry.files
     for name in chosen:
@@ -149,28 +154,34 @@ def build(options: BuildOptions) -> BuildResult:
         sections[name].skipped = skipped
         result.written += sections[name].search
     result.png_seconds = exporter.write_pngs()
-    write_index(options.out, list(sections.values()), entries, options.storage_url)
+    update_index(options.out, list(sections.values()), options.storage_url)
     return result
 
 
-def _section(name: str, info: StudyInfo | None, folder: str) -> Section:
+def _section(name: str, info: StudyInfo | None, folder: str, options: BuildOptions) -> Section:
     if info is None:
         try:
             description = load_study_spec(name).description.strip()
         except ConfigError:
             description = ""
-        return Section(name, description, None,
-                       [f"not in storage: run `{run_command(name)}`"], folder=folder)
-    notes = [note for note in (completeness(info),) if note]
-    if info.command:
-        notes.append(f"made with `{info.command}`")
+        command = run_command(name, options.storage_url, options.artifact_dir)
+        return Section(name, description, None, [f"not in storage: run `{command}`"],
+                       folder=folder)
+    notes = [note for note in (completeness(info, options.storage_url,
+                                            options.artifact_dir),) if note]
+    if info.commands:
+        notes.append(made_with(info.commands))
     return Section(name, info.description, info.counts(), notes, folder=folder)
 
 
-def _missing_line(exc: MissingData, studies: dict[str, StudyInfo | None]) -> str:
-    if studies.get(exc.study) is None:
-        return f"needs {exc.study}, not in storage: run `{run_command(exc.study)}`"
-    return f"needs {exc.study}: {exc.reason}; run `{run_command(exc.study)}`"
+def _missing_line(exc: MissingData, studies: dict[str, StudyInfo | None],
+                  options: BuildOptions) -> str:
+    info = studies.get(exc.study)
+    if info is None:
+        return (f"needs {exc.study}, not in storage: run "
+                f"`{run_command(exc.study, options.storage_url, options.artifact_dir)}`")
+    command = continue_command(info, options.storage_url, options.artifact_dir)
+    return f"needs {exc.study}: {exc.reason}; run `{command}`"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
+from search.provenance import study_commands
 from search.storage import artifact_dir_for, open_storage
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -67,6 +68,10 @@ class StudyInfo:
     description: str
     command: str
     trials: tuple[TrialInfo, ...]
+    attrs: dict[str, Any] = field(repr=False, default_factory=dict)  # the study's user attrs
+    # The runs that made it, oldest first: {command, backend, first_trial, trials} each
+    # (search.provenance.study_commands).
+    commands: tuple[dict[str, Any], ...] = ()
 
     def counts(self) -> dict[str, int]:
         """Trials per state (every state in STATES, zero when absent)."""
@@ -134,7 +139,8 @@ class StudyStore:
             name=name, direction=study.direction.name.lower(),
             metric=attrs.get("metric", "value"), objective=attrs.get("objective", ""),
             description=str(attrs.get("description", "")).strip(),
-            command=attrs.get("command", ""), trials=trials)
+            command=attrs.get("command", ""), trials=trials, attrs=dict(attrs),
+            commands=tuple(study_commands(attrs)))
 
     def artifact(self, trial: TrialInfo, name: str) -> bytes | None:
         """An artifact's bytes, or None when the trial has none of that name or it is gone."""

@@ -24,6 +24,7 @@ from reports.figure import (
     SPLIT_NAMES,
     MissingData,
     ReportFigure,
+    line_mode,
     styled,
 )
 
@@ -73,7 +74,7 @@ def add_split_lines(figure: go.Figure, trial: TrialInfo, kind: str, *, row: int 
             continue
         name = SPLIT_NAMES[split] + suffix
         figure.add_trace(go.Scatter(
-            x=epochs(values), y=values, mode="lines", name=name, legendgroup=name,
+            x=epochs(values), y=values, mode=line_mode(len(values)), name=name, legendgroup=name,
             showlegend=showlegend, line={"color": SPLIT_COLORS[split], "dash": dash}),
             row=row, col=col)
 
@@ -150,7 +151,7 @@ def figure_2(context: Context) -> list[ReportFigure]:
             name += f" (stopped after epoch {len(values)}: diverged)" if "diverged" in trial.note \
                 else f" (pruned after epoch {len(values)})"
         figure.add_trace(go.Scatter(
-            x=epochs(values), y=values, mode="lines+markers" if len(values) < 3 else "lines",
+            x=epochs(values), y=values, mode=line_mode(len(values)),
             name=name, line={"color": LINE_COLORS[index % len(LINE_COLORS)],
                              "dash": "dash" if trial.state == "PRUNED" else "solid"}))
     styled(figure, "Figure 2: validation loss per epoch for each learning rate (mlp_lr)",

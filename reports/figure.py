@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import NamedTuple
 
 import plotly.graph_objects as go
@@ -60,3 +62,86 @@ def styled(figure: go.Figure, title: str, x_title: str, y_title: str,
         integer_epochs(figure, max((len(t.x) for t in figure.data if t.x is not None),
                                    default=0))
     return figure
+
+
+SHORT_CURVE = 3  # curves with fewer points also get markers: a one-point line draws nothing
+
+
+def line_mode(points: int) -> str:
+    """The Scatter mode for a curve of ``points`` points: markers on short ones, so that a
+    one-epoch run still shows (as a dot)."""
+    return "lines+markers" if points < SHORT_CURVE else "lines"
+
+
+# Tables: plotly wraps a cell's text at spaces (and cuts a word wider than its column), so a
+# fixed row height clips the last rows of a PNG. ``table_size`` gives the columns the widths
+# their longest texts need (the figure grows up to MAX_TABLE_WIDTH), then counts the lines
+# each row wraps into at those widths. The character widths overestimate Kaleido's fonts:
+# too wide a column costs a little space, too narrow a one a clipped row.
+CHAR_PX = {False: 7.0, True: 7.8}  # regular and bold, at the tables' 12 px font
+CELL_PAD = 16  # a cell's horizontal padding, both sides together
+LINE_PX = 20  # what each wrapped line adds to a row
+MAX_TABLE_WIDTH = 1800
+TABLE_SLACK = 16  # room below the last row
+
+
+class TableSize(NamedTuple):
+    columnwidth: list[float]  # go.Table's relative column widths
+    width: int  # the figure's width and height at scale 1
+    height: int
+
+
+def table_size(header: list[str], columns: list[list[str]], *, cell_height: int,
+               header_height: int, margin: dict[str, int], min_width: int = PAGE_WIDTH
+               ) -> TableSize:
+    """The column widths and figure size that show every row of a ``go.Table`` whole;
+    ``margin`` is the layout's (``t``, ``b``, ``l``, ``r``) and the table fills the rest."""
+    texts = [[head, *column] for head, column in zip(header, columns, strict=True)]
+    needed = [max(_text_px(text) for text in column) + CELL_PAD for column in texts]
+    words = [max(_word_px(text) for text in column) + CELL_PAD for column in texts]
+    sides = margin["l"] + margin["r"]
+    width = int(min(MAX_TABLE_WIDTH, max(min_width, sum(needed) + sides)))
+    space = width - sides
+    if sum(needed) <= space:  # plotly stretches the columns to fill the table's width
+        widths = [w * space / sum(needed) for w in needed]
+    elif sum(words) < space:  # each column keeps its longest word; the rest wraps
+        spare = (space - sum(words)) / (sum(needed) - sum(words))
+        widths = [m + (w - m) * spare for w, m in zip(needed, words, strict=True)]
+    else:  # even the words do not fit: shrink everything alike (words get cut)
+        widths = [m * space / sum(words) for m in words]
+    room = [max(CELL_PAD, w - CELL_PAD) for w in widths]
+
+    def row_height(texts: list[str], base: int) -> int:
+        lines = max(_lines(text, px) for text, px in zip(texts, room, strict=True))
+        return base + (lines - 1) * LINE_PX
+
+    rows = [row_height(list(row), cell_height) for row in zip(*columns, strict=True)]
+    height = (margin["t"] + row_height(header, header_height) + sum(rows) + margin["b"]
+              + TABLE_SLACK)
+    return TableSize(widths, width, int(height))
+
+
+def _text_px(text: str) -> float:
+    """The widest explicit line of ``text`` (``<br>`` breaks it), in pixels."""
+    return max(_line_px(line) for line in _plain_lines(text))
+
+
+def _word_px(text: str) -> float:
+    """The widest word of ``text`` (plotly breaks lines at spaces only), in pixels."""
+    return max(_line_px((word, bold)) for line, bold in _plain_lines(text)
+               for word in [*line.split(), ""])
+
+
+def _lines(text: str, room: float) -> int:
+    """Lines ``text`` takes in a column ``room`` pixels wide (wrapping at spaces)."""
+    return sum(max(1, math.ceil(_line_px(line) / room)) for line in _plain_lines(text))
+
+
+def _plain_lines(text: str) -> list[tuple[str, bool]]:
+    bold = "<b>" in text
+    return [(re.sub(r"<[^>]+>", "", line), bold) for line in re.split(r"<br\s*/?>", text)]
+
+
+def _line_px(line: tuple[str, bool]) -> float:
+    text, bold = line
+    return len(text) * CHAR_PX[bold]

@@ -1,12 +1,26 @@
-"""``index.html``: every written figure, grouped by study, with what is missing and why."""
+"""``index.html``: every written figure, grouped by study, with what is missing and why.
+
+The index covers every study built into its folder, not only the last build's: each build
+records its sections in ``.index.json`` there (``update_index``), and the index is written from
+those of this build plus those of earlier builds that it did not rebuild. A figure folder that
+no record names (written by an older version, or the record lost) is listed by its files.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reports.export import Written, study_folder
+
+RECORD = ".index.json"  # a dot name: never a study folder (see export.study_folder)
+LOCK = ".index.lock"  # two builds into one folder merge their sections one after the other
+LOCK_TIMEOUT_S = 120
 
 
 @dataclass
@@ -32,6 +46,8 @@ class Section:
     search: list[Written] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     folder: str = ""  # its folder (and the page anchor); default: study_folder(study)
+    storage: str = ""  # the storage URL it was built from
+    built: str = ""  # when: "2025-06-01 12:00:00"
 
 
 STYLE = """
@@ -45,16 +61,99 @@ table.toc td { padding: .1em .6em; vertical-align: top; }
 """
 
 
+def update_index(out: Path, sections: list[Section], storage_url: str) -> Path:
+    """Record this build's ``sections`` in ``out`` and write ``out/index.html`` from them and
+    from every earlier build's sections that this one did not rebuild; return its path."""
+    from filelock import FileLock
+
+    built = time.strftime("%Y-%m-%d %H:%M:%S")
+    for section in sections:
+        section.storage = section.storage or storage_url
+        section.built = section.built or built
+    with FileLock(str(out / LOCK), timeout=LOCK_TIMEOUT_S):
+        merged = merge_sections(out, sections)
+        (out / RECORD).write_text(json.dumps([dataclasses.asdict(s) for s in merged], indent=1),
+                                  encoding="utf-8")
+        exercise = [entry for section in merged for entry in section.exercise]
+        return write_index(out, merged, exercise, storage_url)
+
+
+def merge_sections(out: Path, sections: list[Section]) -> list[Section]:
+    """``sections`` plus the earlier ones recorded in ``out`` for other studies (those whose
+    figure folder is gone dropped, their deleted files left out) plus a section for each
+    figure folder without a record; sorted by study name."""
+    folders = {s.folder or study_folder(s.study) for s in sections}
+    merged = list(sections)
+    for section in read_record(out):
+        folder = section.folder or study_folder(section.study)
+        if folder in folders:
+            continue
+        had_files = bool(section.search or any(e.files for e in section.exercise))
+        section.search = [w for w in section.search if (out / w.html).is_file()]
+        for entry in section.exercise:
+            entry.files = [w for w in entry.files if (out / w.html).is_file()]
+        if had_files and not (out / folder).is_dir():
+            continue  # its folder was deleted since
+        folders.add(folder)
+        merged.append(section)
+    for path in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in folders):
+        pages = sorted(path.glob("*.html"))
+        if pages:
+            merged.append(Section(path.name, notes=[
+                "built earlier by a report that kept no record of it: its files only"],
+                search=[_written(out, page) for page in pages], folder=path.name))
+    return sorted(merged, key=lambda s: (s.study.lower(), s.study))
+
+
+def read_record(out: Path) -> list[Section]:
+    """The sections recorded in ``out``; none when the record is absent or unreadable (its
+    folders are then listed by their files)."""
+    try:
+        raw = json.loads((out / RECORD).read_text(encoding="utf-8"))
+        return [_section_from(item) for item in raw]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _section_from(raw: dict[str, Any]) -> Section:
+    entries = [ExerciseEntry(int(e["number"]), str(e["caption"]), str(e["study"]),
+                             [_written_from(w) for w in e["files"]], str(e["missing"]))
+               for e in raw["exercise"]]
+    counts = raw["counts"]
+    return Section(str(raw["study"]), str(raw["description"]),
+                   None if counts is None else {k: int(v) for k, v in counts.items()},
+                   [str(n) for n in raw["notes"]], entries,
+                   [_written_from(w) for w in raw["search"]],
+                   {str(k): str(v) for k, v in raw["skipped"].items()}, str(raw["folder"]),
+                   str(raw.get("storage", "")), str(raw.get("built", "")))
+
+
+def _written_from(raw: dict[str, Any]) -> Written:
+    width, height = raw["size"]
+    return Written(str(raw["title"]), str(raw["html"]),
+                   None if raw["png"] is None else str(raw["png"]), (int(width), int(height)))
+
+
+def _written(out: Path, page: Path) -> Written:
+    """A figure file found on disk (with its PNG when there is one)."""
+    png = page.with_suffix(".png")
+    return Written(page.stem, page.relative_to(out).as_posix(),
+                   png.relative_to(out).as_posix() if png.is_file() else None, (0, 0))
+
+
 def write_index(out: Path, sections: list[Section], exercise: list[ExerciseEntry],
                 storage_url: str) -> Path:
     """Write ``out/index.html`` and return its path."""
     anchors = {s.study: s.folder or study_folder(s.study) for s in sections}
+    storages = sorted({s.storage for s in sections if s.storage} - {storage_url})
+    also = (f" (and, for studies built earlier, from {', '.join(_tag(u) for u in storages)})"
+            if storages else "")
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              "<title>Hyperparameter search report</title>",
              f"<style>{STYLE}</style></head><body>",
              "<h1>Hyperparameter search report</h1>",
-             f"<p>Built from <code>{_e(storage_url)}</code>. Every figure is an interactive "
-             "HTML file (click a picture) and a PNG for the write-up.</p>",
+             f"<p>Built from <code>{_e(storage_url)}</code>{also}. Every figure is an "
+             "interactive HTML file (click a picture) and a PNG for the write-up.</p>",
              "<h2>The exercise's figures</h2><table class='toc'>"]
     for entry in sorted(exercise, key=lambda e: e.number):
         links = ", ".join(_link(w.html, w.title) for w in entry.files)
@@ -64,17 +163,21 @@ def write_index(out: Path, sections: list[Section], exercise: list[ExerciseEntry
                      f"{_e(entry.study)}</a></td>"
                      f"<td>{status}</td></tr>")
     parts.append("</table>")
+    mixed = len({(s.storage, s.built) for s in sections}) > 1
     for section in sections:
-        parts.append(_section(section))
+        parts.append(_section(section, mixed))
     parts.append("</body></html>")
     path = out / "index.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
 
 
-def _section(section: Section) -> str:
+def _section(section: Section, mixed: bool = False) -> str:
     anchor = section.folder or study_folder(section.study)
     parts = [f"<h2 id='{_e(anchor)}'>{_e(section.study)}</h2>"]
+    if mixed and section.built:  # the index holds several builds: say which this one is
+        parts.append(f"<p class='counts'>built {_e(section.built)} from "
+                     f"{_tag(section.storage)}</p>")
     if section.description:
         parts.append(f"<p>{_e(section.description)}</p>")
     if section.counts is not None:
@@ -108,6 +211,10 @@ def _cards(files: list[Written]) -> str:
         cards.append(f"<div class='card'>{picture}<p>{_e(w.title)}<br>"
                      f"{_link(w.html, 'HTML')}{png}</p></div>")
     return "<div class='grid'>" + "".join(cards) + "</div>"
+
+
+def _tag(text: str) -> str:
+    return f"<code>{_e(text)}</code>"
 
 
 def _link(href: str, text: str) -> str:

@@ -16,8 +16,8 @@ from optuna.visualization import (
     plot_slice,
 )
 
-from reports.data import StudyInfo, TrialInfo
-from reports.figure import ReportFigure, metric_label, styled
+from reports.data import STATES, StudyInfo, TrialInfo
+from reports.figure import ReportFigure, line_mode, metric_label, styled, table_size
 
 TOP_TRIALS = 15
 STATE_STYLE = {"COMPLETE": ("#1f77b4", "solid"), "PRUNED": ("#d62728", "dash"),
@@ -95,7 +95,8 @@ def _optuna(figure: go.Figure, stem: str, title: str, x_title: str | None,
 
 def learning_curves(info: StudyInfo) -> ReportFigure:
     """The study metric per step for every trial; pruned trials red and dashed, with an x
-    where they stopped; failed ones grey and dotted."""
+    where they stopped; failed ones grey and dotted. Curves of one or two steps get markers
+    (a one-epoch study's would otherwise draw nothing)."""
     figure = go.Figure()
     shown: set[str] = set()
     for trial in info.trials:
@@ -105,8 +106,9 @@ def learning_curves(info: StudyInfo) -> ReportFigure:
         steps = [step + 1 for step in trial.intermediate]
         values = list(trial.intermediate.values())
         figure.add_trace(go.Scatter(
-            x=steps, y=values, mode="lines", line={"color": color, "dash": dash, "width": 1.2},
-            opacity=0.8, name=trial.state.lower(), legendgroup=trial.state,
+            x=steps, y=values, mode=line_mode(len(steps)), marker={"size": 6},
+            line={"color": color, "dash": dash, "width": 1.2}, opacity=0.8,
+            name=trial.state.lower(), legendgroup=trial.state,
             showlegend=trial.state not in shown, hovertext=_hover(trial), hoverinfo="text+y"))
         shown.add(trial.state)
         if trial.state == "PRUNED":
@@ -114,8 +116,11 @@ def learning_curves(info: StudyInfo) -> ReportFigure:
                 x=steps[-1:], y=values[-1:], mode="markers", showlegend=False,
                 legendgroup=trial.state, marker={"symbol": "x", "size": 9, "color": color},
                 hovertext=_hover(trial), hoverinfo="text"))
+    single = all(len(t.intermediate) <= 1 for t in info.trials)
     styled(figure, f"{info.name}: learning curves ({info.metric} per epoch; pruned trials "
-           "dashed red, x where stopped)", "epoch", metric_label(info.metric), "trial state")
+           "dashed red, x where stopped)" + ("<br><sup>one epoch per trial: a dot each</sup>"
+                                             if single else ""),
+           "epoch", metric_label(info.metric), "trial state")
     return ReportFigure("search_learning_curves", f"{info.name}: learning curves", figure)
 
 
@@ -128,7 +133,7 @@ def top_trials_table(info: StudyInfo, limit: int = TOP_TRIALS) -> ReportFigure:
     """The best complete trials (then the others) with params, value and test metrics."""
     ranked = info.ranked()
     rest = [t for t in info.trials if t.state != "COMPLETE"]
-    rows = (ranked + rest)[:limit]
+    rows = (ranked + rest)[:limit]  # the others are counted in the title ("N more")
     params = sorted({name for t in rows for name in t.params})
     extra = [m for m in ("test_accuracy", "test_loss") if any(m in t.metrics for t in rows)
              and m != info.metric]
@@ -145,16 +150,25 @@ def top_trials_table(info: StudyInfo, limit: int = TOP_TRIALS) -> ReportFigure:
     fill = ["#e8f4e8" if i == 0 and t.state == "COMPLETE" else
             "#fbe3e3" if t.state in ("PRUNED", "FAIL") else "white"
             for i, t in enumerate(rows)]
+    header = [f"<b>{h}</b>" for h in header]
+    margin = {"t": 80, "b": 20, "l": 10, "r": 10}
+    size = table_size(header, columns, cell_height=24, header_height=28, margin=margin)
     figure = go.Figure(go.Table(
-        header={"values": [f"<b>{h}</b>" for h in header], "fill_color": "#dde5f0",
-                "align": "left"},
+        columnwidth=size.columnwidth,
+        header={"values": header, "fill_color": "#dde5f0", "align": "left", "height": 28},
         cells={"values": columns, "fill_color": [fill] * len(header), "align": "left",
                "height": 24}))
     title = (f"{info.name}: top {min(limit, len(ranked))} of {len(ranked)} complete trials by "
              f"{info.metric} ({info.direction})")
-    figure.update_layout(title={"text": title, "x": 0.01}, margin={"t": 60, "l": 10, "r": 10})
-    height = max(300, 110 + 26 * (len(rows) + 1))
-    return ReportFigure("search_top_trials", f"{info.name}: top trials", figure, height=height)
+    hidden = (ranked + rest)[limit:]
+    if hidden:
+        states = ", ".join(f"{sum(t.state == s for t in hidden)} {s.lower()}"
+                           for s in STATES if any(t.state == s for t in hidden))
+        title += (f"<br><sup>{len(hidden)} more trial(s) not shown ({states}); "
+                  "optuna-dashboard lists them all</sup>")
+    figure.update_layout(title={"text": title, "x": 0.01}, margin=margin)
+    return ReportFigure("search_top_trials", f"{info.name}: top trials", figure,
+                        width=size.width, height=size.height)
 
 
 def _fmt(value: object) -> str:

@@ -121,10 +121,11 @@ def test_index_links_every_file_and_names_the_missing_study(built_png):
     assert "figure 9" not in index.lower()  # not among the studies asked for
 
 
-def test_index_names_the_command_for_a_missing_study(built):
+def test_index_names_the_command_for_a_missing_study(built, storage):
     out, _ = built
     index = (out / "index.html").read_text()
-    assert "not in storage: run <code>python -m search.run --study cnn_modes</code>" in index
+    assert ("not in storage: run <code>python -m search.run --study cnn_modes --storage "
+            f"{storage}</code>") in index
 
 
 def test_learning_rate_figure_has_one_line_per_learning_rate(context):
@@ -172,7 +173,8 @@ def test_missing_study_gets_a_line_not_a_crash(tmp_path, data_dir):
     assert [line.split(":")[0] for line in result.missing] == ["figure 6", "figure 7",
                                                                "figure 8"]
     index = (tmp_path / "out" / "index.html").read_text()
-    assert "not in storage: run <code>python -m search.run --study mlp_grid</code>" in index
+    assert ("not in storage: run <code>python -m search.run --study mlp_grid --storage "
+            f"{url}</code>") in index  # made where the report reads it
 
 
 def test_cli_writes_html_only(storage, tmp_path, data_dir):

@@ -120,6 +120,7 @@ def test_examples_are_right_for_the_best_and_wrong_for_the_worst(storage, data_d
         assert caption.split("best: ")[1].startswith(label)
         assert not caption.split("worst: ")[1].startswith(label)
     assert "finetune (resnet18), lr 0.0001" in item.figure.layout.title.text
+    assert "chosen by test accuracy, as the exercise does" in item.figure.layout.title.text
 
 
 def test_examples_say_so_when_the_images_are_missing(storage, tmp_path):
