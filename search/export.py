@@ -100,6 +100,8 @@ def trial_document(study: Any, trial: Any, storage_url: str) -> dict[str, Any]:
     config = objective.make_config(values, source=f"study {study.study_name} trial "
                                                   f"{trial.number}")
     recorded = trial.user_attrs.get("provenance", {})
+    seeds = seed_summary(trial.user_attrs, study.user_attrs.get("metric", "value"),
+                         study.user_attrs.get("aggregate", "mean"))
     return {
         "objective": objective.name,
         "study": study.study_name,
@@ -109,6 +111,7 @@ def trial_document(study: Any, trial: Any, storage_url: str) -> dict[str, Any]:
         "config": config_to_dict(config),
         "params": dict(trial.params),
         "metrics": trial.user_attrs.get("metrics", {}),
+        **({"seeds": seeds} if seeds else {}),
         "provenance": {
             "storage": storage_url,
             "study_description": study.user_attrs.get("description", ""),
@@ -128,6 +131,21 @@ def trial_document(study: Any, trial: Any, storage_url: str) -> dict[str, Any]:
             "exported_with": software_versions(),
         },
     }
+
+
+def seed_summary(attrs: Mapping[str, Any], metric: str, aggregate: str
+                 ) -> dict[str, Any] | None:
+    """A trial over seeds: its seeds, the aggregate its value is, and the metric's mean,
+    standard deviation, bound and per-seed values (None for a one-seed trial)."""
+    per_seed = attrs.get("seed_metrics")
+    if not isinstance(per_seed, list) or not attrs.get("seeds"):
+        return None
+    metrics = attrs.get("metrics", {})
+    return {"seeds": list(attrs["seeds"]), "aggregate": aggregate,
+            "mean": metrics.get(metric), "sd": metrics.get(f"{metric}_sd"),
+            "lcb": metrics.get(f"{metric}_lcb"),
+            "per_seed": {int(m["seed"]): m.get(metric) for m in per_seed
+                         if isinstance(m, dict) and "seed" in m}}
 
 
 def export_study(study_name: str, storage_url: str = DEFAULT_STORAGE, top: int = 1,

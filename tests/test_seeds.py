@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from cli_helpers import QUICK_SET, REPO, assert_one_line_error, run_cli
 from optuna.trial import TrialState
 
@@ -164,6 +165,18 @@ def test_confirm_retrains_the_best_over_fresh_seeds(tmp_path: Path, data_dir: Pa
          "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert len(_study(storage_url, "toy_search.confirm").trials) == 3
+    # the export of the confirmed winner carries its seed statistics
+    export = subprocess.run(
+        [sys.executable, "-m", "search.export", "--study", "toy_search.confirm", "--storage",
+         storage_url, "--out", str(tmp_path / "configs")], cwd=REPO, capture_output=True,
+        text=True, timeout=120)
+    assert export.returncode == 0, export.stderr
+    document = yaml.safe_load(next((tmp_path / "configs").glob("*.yaml")).read_text())
+    winner = min(linked.trials, key=lambda t: t.value)
+    assert document["trial"] == winner.number
+    assert document["seeds"]["seeds"] == [1, 2, 3, 4] and document["seeds"]["aggregate"] == "lcb"
+    assert document["seeds"]["lcb"] == pytest.approx(winner.value)
+    assert list(document["seeds"]["per_seed"]) == [1, 2, 3, 4]
 
 
 def test_confirm_refuses_a_missing_study(storage_url: str) -> None:
