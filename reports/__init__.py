@@ -3,5 +3,7 @@
 ``python -m reports.build --all`` writes the exercise's figures 1-12 and every study's search
 figures as HTML and PNG files plus an ``index.html``. The modules are "computed, then drawn":
 ``data`` reads trials into plain records, ``exercise``/``faces``/``search_plots`` turn them
-into Plotly figures, ``export`` writes the files and ``index`` the page that links them.
+into Plotly figures, ``export`` writes the files, ``index`` the page that links them (every
+study built into the folder, by this build or an earlier one) and ``commands`` the
+``search.run`` command that makes or continues a study.
 """
