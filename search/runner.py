@@ -40,7 +40,7 @@ from search.components import make_pruner, make_sampler
 from search.lanes import group_for_workers, lane_group_of, pack_cost, run_pack
 from search.liveness import Heartbeat, Owner, watch_parent
 from search.notes import write_study_note
-from search.provenance import data_fingerprint
+from search.provenance import data_fingerprint, record_run
 from search.spec import StudySpec
 from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage, storage_lock
 from search.trial import TrialRunner
@@ -126,7 +126,7 @@ def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
                  threads=options.threads or default_threads(spec, options),
                  cache_dir=options.cache_dir, run_id=run_id,
                  deadline=time.time() + options.timeout if options.timeout else None,
-                 lanes=resolve_lanes(spec, options.lanes, device))
+                 lanes=resolve_lanes(spec, options.lanes, device), command=options.command)
 
     start = time.perf_counter()
     progress = _Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
@@ -146,6 +146,7 @@ def run_study(spec: StudySpec, options: RunOptions) -> RunSummary:
             progress.close()
             fail_running_trials(study, run_id)
         interrupts.restore(previous_handlers)
+    record_run(study, spec, options, run_id, backend="local")
     return _summarise(study, run_id, artifact_dir, options.storage_url,
                       time.perf_counter() - start, stopped_by if progress.error is None
                       else f"error: {progress.error}", stale + dealer.failed_stale,
@@ -216,7 +217,7 @@ def create_or_load_study(spec: StudySpec, study_name: str, options: RunOptions) 
         study.set_user_attr("aggregate", spec.aggregate)
         study.set_user_attr("spec_file", str(spec.path) if spec.path else spec.name)
         study.set_user_attr("command", options.command)
-        write_study_note(study, spec, options.command, data_fingerprint(
+        write_study_note(study, spec, data_fingerprint(
             options.data_dir / get_objective(spec.objective).dataset))
     return study
 
@@ -285,6 +286,7 @@ class _Work:
     run_id: str
     deadline: float | None
     lanes: int = 1  # trials per worker trained at once as lanes of one model
+    command: str = ""  # the run's command line, recorded in each trial's provenance
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -308,7 +310,8 @@ def open_worker(work: _Work) -> tuple[optuna.Study, TrialRunner]:
                               pruner=make_pruner(work.spec))
     interrupts.protect_storage(study._storage)  # Ctrl-C never cuts a write in half
     runtime = Runtime(data_dir=work.data_dir, device=work.device, cache_dir=work.cache_dir)
-    return study, TrialRunner(work.spec, runtime, work.artifact_dir, work.run_id)
+    return study, TrialRunner(work.spec, runtime, work.artifact_dir, work.run_id,
+                              command=work.command)
 
 
 def run_claimed_trial(study: optuna.Study, runner: TrialRunner, trial_id: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ a config, runs the objective and records what came of it, whatever that was.
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
 import traceback
@@ -24,6 +25,7 @@ from objectives import get_objective
 from objectives.config import config_to_dict
 from objectives.errors import DivergedError, HPSearchError
 from objectives.runtime import Runtime
+from search.notes import trial_outcome, write_trial_note
 from search.provenance import provenance
 from search.seeds import SeedGroup
 from search.spec import ParamSpec, StudySpec
@@ -116,12 +118,15 @@ class TrialRunner:
 
     reporter_cls: type[TrialReporter] = TrialReporter  # the Ray backend reports to Tune too
 
-    def __init__(self, spec: StudySpec, runtime: Runtime, artifact_dir: Path, run_id: str):
+    def __init__(self, spec: StudySpec, runtime: Runtime, artifact_dir: Path, run_id: str,
+                 *, command: str = "", backend: str = "local"):
         self.spec = spec
         self.runtime = runtime
         self.objective = get_objective(spec.objective)
         self.artifact_store = FileSystemArtifactStore(str(artifact_dir))
         self.run_id = run_id
+        self.command = command  # the run's command line and backend, in each trial's provenance
+        self.backend = backend
         artifact_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -168,7 +173,8 @@ class TrialRunner:
         trial.set_user_attr("objective", self.objective.name)
         trial.set_user_attr("provenance", provenance(
             device=self.runtime.device, seed=getattr(config, "seed", None),
-            data_folder=self.runtime.data_dir / self.objective.dataset))
+            data_folder=self.runtime.data_dir / self.objective.dataset,
+            command=self.command, backend=self.backend))
         return config, self.reporter_cls(trial, self.spec.metric, self.artifact_store)
 
     def end(self, trial: optuna.Trial, reporter: TrialReporter, start: float,
@@ -193,6 +199,8 @@ class TrialRunner:
         finally:
             trial.set_user_attr("duration_s", round(time.perf_counter() - start, 3))
             reporter.flush()
+            if not isinstance(error, KeyboardInterrupt):
+                self.write_note(trial, reporter, metrics, error)
         assert metrics is not None
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
         value = metrics.get(self.spec.metric)
@@ -207,3 +215,15 @@ class TrialRunner:
             steps = len(reporter.history.get(self.spec.metric, []))
             raise optuna.TrialPruned(f"pruned after {steps} step(s)")
         return float(value)
+
+    def write_note(self, trial: optuna.Trial, reporter: TrialReporter,
+                   metrics: Mapping[str, float] | None, error: BaseException | None) -> None:
+        """The trial's dashboard note: its config, final metrics and previews. A storage
+        error here is reported on stderr and never changes how the trial ends."""
+        steps = len(reporter.history.get(self.spec.metric, []))
+        outcome = trial_outcome(self.spec, metrics, error, reporter.stopped_early, steps)
+        try:
+            write_trial_note(trial, self.spec, reporter.artifacts, outcome, metrics)
+        except Exception as exc:
+            print(f"warning: trial {trial.number}: its dashboard note was not written "
+                  f"({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
