@@ -285,9 +285,11 @@ def test_export_takes_the_command_from_the_trial_else_from_the_study(
         for key, value in source.user_attrs.items():
             study.set_user_attr(key, value)  # the study's command: the latest run's
         trial = copy.deepcopy(source.best_trial)
+        recorded = {k: v for k, v in trial.user_attrs["provenance"].items()
+                    if k not in ("command", "backend")}  # as a trial from before they were
         if command:  # a trial that recorded the command (and backend) that ran it
-            trial.user_attrs = {**trial.user_attrs, "provenance": {
-                **trial.user_attrs["provenance"], "command": command, "backend": "ray"}}
+            recorded.update(command=command, backend="ray")
+        trial.user_attrs = {**trial.user_attrs, "provenance": recorded}
         study.add_trial(trial)
         (path,) = export_study(name, url, top=1, out=tmp_path)
         provenance = yaml.safe_load(path.read_text())["provenance"]
