@@ -88,7 +88,8 @@ def boundary_figure(maps: list[dict[str, np.ndarray]], titles: list[str], title:
                                   "point)", "side": "top"},
                 "font": {"size": 10}, "itemsizing": "constant", "orientation": "h",
                 "x": 0, "y": -0.1, "yanchor": "top", "entrywidth": 150},
-        margin={"t": 80, "r": 10, "b": 10})
+        # panel titles of several lines (a seed's note) push the plots down, not into the title
+        margin={"t": 80 + 20 * max(t.count("<br>") for t in titles), "r": 10, "b": 10})
     return figure
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 import tempfile
 import zipfile
 import zlib
@@ -22,6 +23,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
 from search.provenance import study_commands
+from search.seeds import median_index
 from search.storage import artifact_dir_for, open_storage
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -48,6 +50,55 @@ class TrialInfo:
     note: str = ""  # pruned reason or error
     study: str = ""  # the study's name
 
+    # A trial over seeds (search.seeds) stores its seeds, per-seed final metrics and per-seed
+    # histories; ``history`` and ``metrics`` are then the per-seed means.
+    @property
+    def seeds(self) -> list[int]:
+        """The trial's training seeds (empty for a one-seed trial recorded without them)."""
+        return [int(s) for s in self.user_attrs.get("seeds") or []]
+
+    @property
+    def over_seeds(self) -> bool:
+        """True when the trial trained several seeds and its curves are their means."""
+        return len(self.seeds) > 1
+
+    @property
+    def seed_metrics(self) -> list[dict[str, float]]:
+        """Per-seed final metrics, ``{"seed": s, <metric>: value, ...}`` each."""
+        return [dict(m) for m in self.user_attrs.get("seed_metrics") or []]
+
+    @property
+    def seed_histories(self) -> list[dict[str, list[float]]]:
+        """Per-seed histories, one ``{metric: [per-epoch values]}`` per seed."""
+        return [dict(h) for h in self.user_attrs.get("seed_histories") or []]
+
+    def seed_values(self, metric: str) -> list[float]:
+        """The final ``metric`` of each seed that recorded it."""
+        return [float(m[metric]) for m in self.seed_metrics if m.get(metric) is not None]
+
+    def seed_curves(self, key: str) -> list[list[float]]:
+        """The per-epoch ``key`` of each seed that recorded it."""
+        return [list(h[key]) for h in self.seed_histories if h.get(key)]
+
+    def seed_sd(self, metric: str) -> float | None:
+        """The sample standard deviation of ``metric`` over the seeds; None unless the trial
+        has at least two seeds that recorded it."""
+        values = self.seed_values(metric)
+        return statistics.stdev(values) if self.over_seeds and len(values) > 1 else None
+
+    @property
+    def median_seed(self) -> int | None:
+        """The seed whose validation accuracy is the median (the lower middle one of an even
+        count), as ``search.seeds`` picks it; the recorded ``median_seed`` when the seeds have
+        no validation accuracy; None for a trial not over seeds."""
+        if not self.over_seeds:
+            return None
+        ranked = [m for m in self.seed_metrics if m.get("val_accuracy") is not None]
+        if ranked:
+            return int(ranked[median_index([float(m["val_accuracy"]) for m in ranked])]["seed"])
+        recorded = self.user_attrs.get("median_seed")
+        return None if recorded is None else int(recorded)
+
     def label(self, keys: tuple[str, ...] | list[str] = ()) -> str:
         """``"#3 lr=0.001"``: the trial number and the given config keys (default: params)."""
         if keys:
@@ -72,6 +123,16 @@ class StudyInfo:
     # The runs that made it, oldest first: {command, backend, first_trial, trials} each
     # (search.provenance.study_commands).
     commands: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def seeds(self) -> int:
+        """Seeds per trial (the study's ``seeds``; 1 for a study made without it)."""
+        return int(self.attrs.get("seeds") or 1)
+
+    @property
+    def aggregate(self) -> str:
+        """How a trial's value sums up its seeds: ``mean`` or ``lcb``."""
+        return str(self.attrs.get("aggregate") or "mean")
 
     def counts(self) -> dict[str, int]:
         """Trials per state (every state in STATES, zero when absent)."""

@@ -7,6 +7,12 @@ right and the worst classifies wrong, captioned with the label and both predicti
 worst go by test accuracy, as in the exercise (the searches themselves choose by validation
 accuracy), and the figure says so.
 
+The table says how the probe ran (the config's ``probe_bn``): ``train``, the exercise's
+skeleton, runs the frozen backbone with BatchNorm in training mode (batch statistics, running
+statistics updated); ``eval`` runs it in eval mode on cached features (trials recorded before
+``probe_bn`` existed ran that way). When a study holds probes of both kinds, each gets its own
+row. A trial over seeds shows its test accuracy as mean ± sd over the seeds.
+
 The XGBoost study (``xgboost_defaults``) and the sklearn probe at the exercise's default C=1
 (``sklearn_probe``) join the table as rows without a learning rate, and join the pool from
 which figure 12 takes its best and worst model.
@@ -37,7 +43,14 @@ from reports.data import (
     decode_error,
 )
 from reports.exercise import Context, ExerciseFigure, need
-from reports.figure import TEMPLATE, MissingData, ReportFigure, table_size
+from reports.figure import (
+    TEMPLATE,
+    MissingData,
+    ReportFigure,
+    mean_sd,
+    seed_counts_text,
+    table_size,
+)
 
 FACES_STUDY = "cnn_modes"
 OTHER_BASELINES = ("xgboost_defaults", "sklearn_probe")  # rows without a learning rate
@@ -45,6 +58,9 @@ NO_LR = "no learning rate"
 CLASS_NAMES = ("real", "fake")
 SHOWN_IMAGES = 5
 BEST_COLOR, WORST_COLOR = "#c7e9c0", "#fcbba1"
+PROBE_BN = {"train": "train: the frozen backbone's BatchNorm in training mode, as in the "
+                     "exercise's skeleton",
+            "eval": "eval: the frozen backbone in eval mode on cached features"}
 
 
 class Prediction(NamedTuple):
@@ -58,8 +74,18 @@ class Prediction(NamedTuple):
         return int(self.prob > 0.5)
 
 
-def baseline_name(trial: TrialInfo) -> str:
-    """``finetune (resnet18)``, ``XGBoost`` or ``sklearn probe (resnet18, C=1)``."""
+def probe_bn(trial: TrialInfo) -> str | None:
+    """How a probe trial ran its frozen backbone's BatchNorm (``train`` or ``eval``; trials
+    made before ``probe_bn`` existed ran ``eval``); None for any other trial."""
+    if trial.user_attrs.get("objective", "resnet") != "resnet" or \
+            trial.config.get("mode", trial.params.get("mode")) != "probe":
+        return None
+    return str(trial.config.get("probe_bn", "eval"))
+
+
+def baseline_name(trial: TrialInfo, with_probe_bn: bool = False) -> str:
+    """``finetune (resnet18)``, ``XGBoost`` or ``sklearn probe (resnet18, C=1)``; with
+    ``with_probe_bn`` a probe is ``probe (resnet18, BN train)``."""
     objective = trial.user_attrs.get("objective", "")
     backbone = trial.config.get("backbone")
     if objective == "xgboost":
@@ -67,7 +93,10 @@ def baseline_name(trial: TrialInfo) -> str:
     if objective == "sklearn_probe":
         return f"sklearn probe ({backbone}, C={trial.config.get('C', '?'):g})"
     name = str(trial.config.get("mode", trial.params.get("mode", "?")))
-    return f"{name} ({backbone})" if backbone else name
+    details = [str(backbone)] if backbone else []
+    if with_probe_bn and probe_bn(trial) is not None:
+        details.append(f"BN {probe_bn(trial)}")
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def other_trials(context: Context) -> list[TrialInfo]:
@@ -94,9 +123,10 @@ def accuracy_table(study: StudyInfo, others: list[TrialInfo]
     if not trials:
         raise MissingData(study.name, "has no complete trial with a test_accuracy metric")
     cells: dict[tuple[str, float | str], TrialInfo] = {}
+    mixed = len({probe_bn(t) for t in trials} - {None}) > 1  # then a row per probe_bn
     for trial in trials + [t for t in others if math.isfinite(test_accuracy(t))]:
         column = float(trial.config["lr"]) if "lr" in trial.config else NO_LR
-        key = (baseline_name(trial), column)
+        key = (baseline_name(trial, with_probe_bn=mixed), column)
         if key not in cells or test_accuracy(trial) > test_accuracy(cells[key]):
             cells[key] = trial
     baselines = sorted({b for b, c in cells if c != NO_LR}) + sorted(
@@ -122,7 +152,7 @@ def figure_11(context: Context) -> list[ReportFigure]:
                 column.append("-")
                 fill.append("white")
                 continue
-            text = f"{test_accuracy(trial):.3f}"
+            text = mean_sd(test_accuracy(trial), trial.seed_sd("test_accuracy"))
             if (b, lr) == worst:
                 column.append(f"<b>{text}</b> (worst)")
                 fill.append(WORST_COLOR)
@@ -136,7 +166,15 @@ def figure_11(context: Context) -> list[ReportFigure]:
         fills.append(fill)
     header = ["<b>baseline</b>", *[f"<b>lr {lr:g}</b>" if lr != NO_LR else f"<b>{NO_LR}</b>"
                                    for lr in rates]]
-    margin = {"t": 80, "l": 10, "r": 10, "b": 20}
+    notes = ["★ the two best of each baseline, red: the worst overall"]
+    seeds = seed_counts_text([len(t.seeds) for t in cells.values() if t.over_seeds])
+    if seeds:
+        notes.append(f"runs over seeds: mean ± sd of {seeds} seeds")
+    modes = sorted({m for t in cells.values() if (m := probe_bn(t)) is not None},
+                   reverse=True)
+    if modes:
+        notes.append("probe_bn " + "; ".join(PROBE_BN.get(m, m) for m in modes))
+    margin = {"t": 64 + 16 * len(notes), "l": 10, "r": 10, "b": 20}  # a line per note
     size = table_size(header, values, cell_height=28, header_height=28, margin=margin)
     figure = go.Figure(go.Table(
         columnwidth=size.columnwidth,
@@ -145,8 +183,7 @@ def figure_11(context: Context) -> list[ReportFigure]:
     figure.update_layout(
         template=TEMPLATE, margin=margin,
         title={"text": "Figure 11: test accuracy of each face baseline at each learning rate "
-                       f"({FACES_STUDY})<br><sup>★ the two best of each baseline, red: the "
-                       "worst overall</sup>", "x": 0.01})
+                       f"({FACES_STUDY})<br><sup>{'<br>'.join(notes)}</sup>", "x": 0.01})
     return [ReportFigure("fig11_faces_accuracy_table", "Figure 11: face baselines' test "
                          "accuracy", figure, width=size.width, height=size.height)]
 

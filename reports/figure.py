@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import NamedTuple
 
+import numpy as np
 import plotly.graph_objects as go
 
 PAGE_WIDTH = 1000  # PNG size in px at scale 1: fits a PDF page's text width
@@ -71,6 +73,75 @@ def line_mode(points: int) -> str:
     """The Scatter mode for a curve of ``points`` points: markers on short ones, so that a
     one-epoch run still shows (as a dot)."""
     return "lines+markers" if points < SHORT_CURVE else "lines"
+
+
+# Seed bands. A trial over seeds (search.seeds) is drawn as the mean over its seeds with a band
+# from the lowest to the highest seed: with the 3-5 seeds a study runs, the range shows every
+# seed, where a standard deviation of so few values would be a rough estimate.
+BAND = "min-max"
+BAND_OPACITY = 0.18
+
+
+def seed_counts_text(counts: list[int]) -> str:
+    """``"3"`` (or ``"3-5"`` when trials differ) for the seed counts above 1; "" for none."""
+    several = sorted({n for n in counts if n > 1})
+    if not several:
+        return ""
+    return str(several[0]) if len(several) == 1 else f"{several[0]}-{several[-1]}"
+
+
+def seed_note(counts: list[int]) -> str:
+    """``"lines: mean over 3 seeds; bands: min-max over the seeds"`` for the seed counts of the
+    drawn trials, or "" when none has several seeds (the figure is then drawn as before)."""
+    n = seed_counts_text(counts)
+    return f"lines: mean over {n} seeds; bands: {BAND} over the seeds" if n else ""
+
+
+def with_note(title: str, note: str) -> str:
+    """The title with ``note`` as a smaller second line (unchanged when ``note`` is empty)."""
+    return f"{title}<br><sup>{note}</sup>" if note else title
+
+
+def mean_sd(mean: float | None, sd: float | None, digits: int = 3) -> str:
+    """``0.951 ± 0.004`` (``0.951`` without a standard deviation; ``-`` without a mean)."""
+    if mean is None:
+        return "-"
+    text = f"{mean:.{digits}f}"
+    return text if sd is None or not math.isfinite(sd) else f"{text} ± {sd:.{digits}f}"
+
+
+def band_bounds(curves: list[list[float]], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step lowest and highest value over ``curves``, for the first ``length`` steps (a
+    step only some curves reached uses those; NaNs, as from a diverged seed, are ignored)."""
+    table = np.full((max(1, len(curves)), length), np.nan)
+    for row, curve in enumerate(curves):
+        values = np.asarray(curve[:length], dtype=float)
+        table[row, :len(values)] = values
+    with warnings.catch_warnings():  # an all-NaN step warns; the band has a gap there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmin(table, axis=0), np.nanmax(table, axis=0)
+
+
+def rgba(color: str, alpha: float) -> str:
+    """``#1f77b4`` (or ``rgb(31, 119, 180)``) as ``rgba(31,119,180,alpha)``."""
+    if color.startswith("#") and len(color) == 7:
+        red, green, blue = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        red, green, blue = (int(float(v)) for v in re.findall(r"[\d.]+", color)[:3])
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def band_trace(x: list | np.ndarray, low: np.ndarray, high: np.ndarray, color: str, *,
+               name: str, legendgroup: str, webgl: bool = False) -> go.Scatter:
+    """A filled polygon from ``low`` to ``high`` over ``x`` (no legend entry: the legend
+    toggles it with its line through ``legendgroup``; ``name`` says what it spans)."""
+    x = np.asarray(x, dtype=float)
+    kind = go.Scattergl if webgl else go.Scatter
+    return kind(x=np.concatenate([x, x[::-1]]),
+                y=np.concatenate([np.asarray(high, float), np.asarray(low, float)[::-1]]),
+                fill="toself", fillcolor=rgba(color, BAND_OPACITY), mode="lines",
+                line={"width": 0, "color": rgba(color, 0)}, hoverinfo="skip",
+                showlegend=False, name=name, legendgroup=legendgroup)
 
 
 # Tables: plotly wraps a cell's text at spaces (and cuts a word wider than its column), so a

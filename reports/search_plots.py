@@ -3,9 +3,16 @@
 ``search_figures(study, info)`` returns the figures that the study's trials allow and, for the
 others, a one-line reason (for example, parameter importances need two complete trials and
 two searched parameters).
+
+In a study over seeds (``seeds: N``) a trial's value is its aggregate over the seeds (the mean,
+or with ``aggregate: lcb`` the pessimistic confidence bound on it), and Optuna's plots draw that
+value; the learning curves draw the per-epoch mean the trial reported; the top-trials table
+shows each metric as mean ± standard deviation over the seeds.
 """
 
 from __future__ import annotations
+
+import math
 
 import optuna
 import plotly.graph_objects as go
@@ -18,6 +25,7 @@ from optuna.visualization import (
 
 from reports.data import STATES, StudyInfo, TrialInfo
 from reports.figure import ReportFigure, line_mode, metric_label, styled, table_size
+from search.seeds import CONFIDENCE
 
 TOP_TRIALS = 15
 STATE_STYLE = {"COMPLETE": ("#1f77b4", "solid"), "PRUNED": ("#d62728", "dash"),
@@ -30,7 +38,7 @@ def search_figures(study: optuna.Study, info: StudyInfo
     figures: list[ReportFigure] = []
     skipped: dict[str, str] = {}
     complete = info.complete()
-    metric = metric_label(info.metric)
+    metric = value_label(info)
     if not complete:
         skipped["optuna plots"] = "no complete trial yet"
     else:
@@ -59,6 +67,18 @@ def search_figures(study: optuna.Study, info: StudyInfo
     if info.trials:
         figures.append(top_trials_table(info))
     return figures, skipped
+
+
+def value_label(info: StudyInfo) -> str:
+    """What a trial's value is: the metric, or over seeds the metric's aggregate over them."""
+    label = metric_label(info.metric)
+    if info.seeds <= 1:
+        return label
+    if info.aggregate == "lcb":
+        side = "lower" if info.direction == "maximize" else "upper"
+        return (f"{label}: {CONFIDENCE:.0%} {side} confidence bound on the mean of "
+                f"{info.seeds} seeds")
+    return f"{label}: mean of {info.seeds} seeds"
 
 
 def _params(info: StudyInfo) -> list[str]:
@@ -117,10 +137,14 @@ def learning_curves(info: StudyInfo) -> ReportFigure:
                 legendgroup=trial.state, marker={"symbol": "x", "size": 9, "color": color},
                 hovertext=_hover(trial), hoverinfo="text"))
     single = all(len(t.intermediate) <= 1 for t in info.trials)
+    notes = ["one epoch per trial: a dot each"] if single else []
+    if info.seeds > 1:  # the pruner saw the same per-epoch mean
+        notes.append(f"each curve: the mean of the trial's {info.seeds} seeds per epoch")
     styled(figure, f"{info.name}: learning curves ({info.metric} per epoch; pruned trials "
-           "dashed red, x where stopped)" + ("<br><sup>one epoch per trial: a dot each</sup>"
-                                             if single else ""),
-           "epoch", metric_label(info.metric), "trial state")
+           "dashed red, x where stopped)" + (f"<br><sup>{'; '.join(notes)}</sup>"
+                                             if notes else ""),
+           "epoch", metric_label(info.metric) + (f" (mean of {info.seeds} seeds)"
+                                                 if info.seeds > 1 else ""), "trial state")
     return ReportFigure("search_learning_curves", f"{info.name}: learning curves", figure)
 
 
@@ -137,14 +161,25 @@ def top_trials_table(info: StudyInfo, limit: int = TOP_TRIALS) -> ReportFigure:
     params = sorted({name for t in rows for name in t.params})
     extra = [m for m in ("test_accuracy", "test_loss") if any(m in t.metrics for t in rows)
              and m != info.metric]
-    header = ["rank", "trial", "state", info.metric, *params, *extra, "seconds (run time)"]
+    seeded = info.seeds > 1 or any(t.over_seeds for t in rows)
+    if seeded:  # mean ± sd over the seeds; the lcb, when it ranks, in a column of its own
+        ranked_by = ([f"value ({CONFIDENCE:.0%} bound)"] if info.aggregate == "lcb" else [])
+        header = ["rank", "trial", "state", *ranked_by, f"{info.metric} (mean ± sd)", *params,
+                  *[f"{m} (mean ± sd)" for m in extra], "seeds", "seconds (run time)"]
+        value_columns = [[_fmt(t.value) for t in rows]] if ranked_by else []
+        value_columns.append([_seed_fmt(t, info.metric, t.value) for t in rows])
+    else:
+        header = ["rank", "trial", "state", info.metric, *params, *extra, "seconds (run time)"]
+        value_columns = [[_fmt(t.value) for t in rows]]
     columns: list[list[str]] = [
         [str(i + 1) if t.state == "COMPLETE" else "-" for i, t in enumerate(rows)],
         [f"#{t.number}" for t in rows],
         [t.state.lower() for t in rows],
-        [_fmt(t.value) for t in rows],
+        *value_columns,
         *[[_fmt(t.params.get(p)) for t in rows] for p in params],
-        *[[_fmt(t.metrics.get(m)) for t in rows] for m in extra],
+        *[[_seed_fmt(t, m, t.metrics.get(m)) if seeded else _fmt(t.metrics.get(m))
+           for t in rows] for m in extra],
+        *([[", ".join(map(str, t.seeds)) or "-" for t in rows]] if seeded else []),
         [_fmt(t.duration_s) for t in rows],
     ]
     fill = ["#e8f4e8" if i == 0 and t.state == "COMPLETE" else
@@ -159,7 +194,7 @@ def top_trials_table(info: StudyInfo, limit: int = TOP_TRIALS) -> ReportFigure:
         cells={"values": columns, "fill_color": [fill] * len(header), "align": "left",
                "height": 24}))
     title = (f"{info.name}: top {min(limit, len(ranked))} of {len(ranked)} complete trials by "
-             f"{info.metric} ({info.direction})")
+             f"{value_label(info) if seeded else info.metric} ({info.direction})")
     hidden = (ranked + rest)[limit:]
     if hidden:
         states = ", ".join(f"{sum(t.state == s for t in hidden)} {s.lower()}"
@@ -169,6 +204,20 @@ def top_trials_table(info: StudyInfo, limit: int = TOP_TRIALS) -> ReportFigure:
     figure.update_layout(title={"text": title, "x": 0.01}, margin=margin)
     return ReportFigure("search_top_trials", f"{info.name}: top trials", figure,
                         width=size.width, height=size.height)
+
+
+def _seed_fmt(trial: TrialInfo, metric: str, fallback: object) -> str:
+    """``0.9512 ± 0.0043``: the metric's mean and standard deviation over the trial's seeds
+    (the plain value for a trial without several seeds)."""
+    mean = trial.metrics.get(metric) if trial.over_seeds else None
+    if mean is None:
+        return _fmt(fallback)
+    sd = trial.seed_sd(metric)
+    if sd is None or not math.isfinite(sd):
+        return _fmt(mean)
+    # as many decimals as give the sd two significant digits, the mean to the same place
+    places = 4 if sd == 0 else min(6, max(0, 1 - math.floor(math.log10(sd))))
+    return f"{mean:.{places}f} ± {sd:.{places}f}"
 
 
 def _fmt(value: object) -> str:
