@@ -56,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pruner", help="override the pruner (none, median, percentile, "
                         "successive_halving, hyperband)")
     parser.add_argument("--lanes", type=int,
-                        help="trials each worker trains at once as one batched model (MLP "
-                        "studies; default 8 on a CPU, 32 on a GPU; 1 turns lanes off)")
+                        help="models each worker trains at once as one batched model (MLP "
+                        "studies; a trial over N seeds takes N; default 8 trials' worth on a "
+                        "CPU, 32 on a GPU; 1 turns lanes off)")
+    parser.add_argument("--seeds", type=int, help="train each trial over N seeds (seed, "
+                        "seed+1, ...) and take their mean (default: the study file's seeds)")
+    parser.add_argument("--aggregate", choices=["mean", "lcb"],
+                        help="a trial's value over its seeds: mean, or lcb (a 95%% t-based "
+                        "lower bound on the mean) (default: the study file's, else mean)")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: 1 for "
                         "MLPs or several jobs, else the cores)")
     parser.add_argument("--backend", choices=["local", "ray"], default="local",
@@ -138,7 +144,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     from search.runner import RunOptions, check_run_options, run_study
 
     spec = load_study_spec(args.study).with_overrides(
-        fixed=parse_overrides(args.overrides), sampler=args.sampler, pruner=args.pruner)
+        fixed=parse_overrides(args.overrides), sampler=args.sampler, pruner=args.pruner,
+        seeds=args.seeds, aggregate=args.aggregate)
     # Every path absolute from here on: a Ray trial runs in its own working folder, where a
     # relative sqlite:///studies.db would open a new, empty database.
     storage_url = absolute_storage_url(args.storage)
@@ -168,6 +175,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"study {options.study_name or spec.name}: objective {spec.objective}, "
           f"{spec.direction} {spec.metric}, sampler {spec.sampler.name}, pruner {spec.pruner.name}")
     print(f"fixed: {dict(spec.fixed)}")
+    if spec.seeds > 1:
+        print(f"seeds: each trial trains {spec.seeds} seeds; its value is their "
+              f"{'mean' if spec.aggregate == 'mean' else '95% lower confidence bound'}")
     from search.runner import resolve_lanes
 
     lanes = resolve_lanes(spec, options.lanes, resolve_device(args.device))

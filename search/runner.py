@@ -182,7 +182,9 @@ def resolve_lanes(spec: StudySpec, lanes: int | None, device: str) -> int:
         return 1
     if lanes is not None:
         return lanes
-    return DEFAULT_LANES_CUDA if device.startswith("cuda") else DEFAULT_LANES_CPU
+    # The default is a number of trials' worth: a trial over N seeds takes N lanes.
+    trials = DEFAULT_LANES_CUDA if device.startswith("cuda") else DEFAULT_LANES_CPU
+    return trials * spec.seeds
 
 
 def default_threads(spec: StudySpec, options: RunOptions) -> int:
