@@ -5,6 +5,8 @@ Examples::
     python -m reports.build --all
     python -m reports.build --study mlp_lr --study mlp_grid --out reports/out
     python -m reports.build --all --storage sqlite:///runs/studies.db --no-png
+    python -m reports.build --all --dashboard    # also attach them to the studies
+
 
 Reads the storage and its artifacts only; it never trains. A study that is missing or
 incomplete gets a line in the index naming the command that makes it, or continues it with the
@@ -14,6 +16,12 @@ to a folder inside ``--out`` named after it (``study_folder``: a name such as ``
 plain folder name with a hash); the index lists every study built into ``--out``, by this
 build or an earlier one (``reports.index.update_index``). It is an error when the storage
 holds none of the studies asked for (with ``--all``: no study at all).
+
+Every study also gets its compute ledger (``reports.compute``: best value against cumulative
+FLOPs and seconds), and the index a table setting the grid (``mlp_grid``) against the open
+search (``mlp_width_depth``) whenever either is built. With ``--dashboard`` each study's
+figures are also saved to the study in the storage (``reports.dashboard``), where
+optuna-dashboard shows them on the study's page; a rebuild replaces them.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from pathlib import Path
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import resolve_data_dir
 from reports.commands import continue_command, run_command, study_recipe
+from reports.compute import GRID_STUDY, SEARCH_STUDY, compare, comparison_figure, ledger_figure
+from reports.dashboard import Attached, attach
 from reports.data import StudyInfo, StudyStore, UnreadableArtifact
 from reports.exercise import EXERCISE_FIGURES, Context, ExerciseFigure
 from reports.export import DEFAULT_SCALE, Exporter, Written, study_folders
 from reports.faces import FACES_FIGURES
-from reports.figure import MissingData
+from reports.figure import MissingData, ReportFigure
 from reports.index import ExerciseEntry, Section, update_index
 from reports.search_plots import search_figures
 from search.notes import made_with
@@ -52,6 +62,7 @@ class BuildOptions:
     data_dir: Path = Path("data")
     png: bool = True
     scale: float = DEFAULT_SCALE
+    dashboard: bool = False  # also attach each study's figures to it in the storage
 
 
 @dataclass
@@ -60,6 +71,7 @@ class BuildResult:
     written: list[Written] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # one line per figure not drawn
     png_seconds: float = 0.0
+    attached: list[Attached] = field(default_factory=list)  # with --dashboard, per study
 
 
 def known_studies(stored: list[str]) -> list[str]:
@@ -123,11 +135,15 @@ def build(options: BuildOptions) -> BuildResult:
     stored = store.names()
     chosen = choose(options.studies, stored, options.storage_url)
     needed = set(chosen) | {n for f in ALL_FIGURES if f.studies[0] in chosen for n in f.studies}
+    compared = bool({GRID_STUDY, SEARCH_STUDY} & set(chosen))
+    if compared:  # the index's compute table reads both
+        needed |= {GRID_STUDY, SEARCH_STUDY}
     studies = {name: store.load(name) if name in stored else None for name in sorted(needed)}
     folders = study_folders(chosen)
     context = Context(store=store, studies=studies, data_dir=options.data_dir)
     exporter = Exporter(options.out, png=options.png, scale=options.scale)
     result = BuildResult(index=options.out / "index.html")
+    drawn: dict[str, list[ReportFigure]] = {name: [] for name in chosen}  # for --dashboard
 
     sections = {name: _section(name, studies[name], folders[name], options)
                 for name in chosen}
@@ -137,7 +153,9 @@ def build(options: BuildOptions) -> BuildResult:
             continue
         entry = ExerciseEntry(figure.number, figure.caption, home)
         try:
-            entry.files = [exporter.add(folders[home], item) for item in figure.build(context)]
+            items = figure.build(context)
+            entry.files = [exporter.add(folders[home], item) for item in items]
+            drawn[home] += items
         except MissingData as exc:
             entry.missing = _missing_line(exc, studies, options)
         except UnreadableArtifact as exc:
@@ -150,11 +168,25 @@ def build(options: BuildOptions) -> BuildResult:
         if studies[name] is None:
             continue
         figures, skipped = search_figures(store.study(name), studies[name])
+        figures.append(ledger_figure(studies[name]))
+        if name == SEARCH_STUDY and studies.get(GRID_STUDY) is not None:
+            figures.append(comparison_figure(studies[GRID_STUDY], studies[name]))
         sections[name].search = [exporter.add(folders[name], item) for item in figures]
         sections[name].skipped = skipped
         result.written += sections[name].search
+        drawn[name] += figures
     result.png_seconds = exporter.write_pngs()
-    update_index(options.out, list(sections.values()), options.storage_url)
+    comparison = None
+    if compared:
+        comparison = compare(studies.get(GRID_STUDY), studies.get(SEARCH_STUDY))
+        absent = [n for n in (GRID_STUDY, SEARCH_STUDY) if studies.get(n) is None]
+        if absent:
+            comparison.missing += "; run " + " and ".join(
+                f"`{run_command(n, options.storage_url, options.artifact_dir)}`" for n in absent)
+    update_index(options.out, list(sections.values()), options.storage_url, comparison)
+    if options.dashboard:
+        result.attached = [attach(store.study(name), items) for name, items in drawn.items()
+                           if studies[name] is not None]
     return result
 
 
@@ -204,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-png", action="store_true", help="write HTML only (no Chromium)")
     parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
                         help=f"PNG pixels per layout pixel (default {DEFAULT_SCALE})")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="also save each study's figures to the study in the storage, "
+                        "where optuna-dashboard shows them on its page (a rebuild replaces "
+                        "them)")
     return parser
 
 
@@ -212,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(
         storage_url=args.storage, out=args.out, studies=tuple(args.study or ()),
         artifact_dir=args.artifact_dir, data_dir=resolve_data_dir(args.data_dir),
-        png=not args.no_png, scale=args.scale)
+        png=not args.no_png, scale=args.scale, dashboard=args.dashboard)
     start = time.perf_counter()
     try:
         if options.scale <= 0:
@@ -226,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{options.out} in {time.perf_counter() - start:.1f}s")
     for line in itertools.islice(result.missing, 20):
         print(f"  not drawn: {line}")
+    if options.dashboard:
+        saved = sum(len(a.saved) for a in result.attached)
+        print(f"attached {saved} figures to {len(result.attached)} studies in "
+              f"{options.storage_url} (optuna-dashboard shows them on each study's page)")
+        for attached in result.attached:
+            for stem, reason in attached.skipped.items():
+                print(f"  not attached: {attached.study} {stem}: {reason}")
     print(f"index: {result.index}")
     return 0
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reports.compute import UNIT_NAMES, UNITS, Comparison, fmt_compute
 from reports.export import Written, study_folder
 
 RECORD = ".index.json"  # a dot name: never a study folder (see export.study_folder)
+COMPUTE_RECORD = ".compute.json"  # the last grid-against-search comparison (reports.compute)
 LOCK = ".index.lock"  # two builds into one folder merge their sections one after the other
 LOCK_TIMEOUT_S = 120
 
@@ -58,12 +60,19 @@ h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 .card { width: 360px; border: 1px solid #ddd; padding: .5em; border-radius: 4px; }
 .card img { width: 100%; } .card p { margin: .3em 0; font-size: 90%; }
 table.toc td { padding: .1em .6em; vertical-align: top; }
+table.compute { border-collapse: collapse; }
+table.compute td, table.compute th { border: 1px solid #ddd; padding: .2em .6em; }
+table.compute td.num { text-align: right; white-space: nowrap; }
 """
 
 
-def update_index(out: Path, sections: list[Section], storage_url: str) -> Path:
+def update_index(out: Path, sections: list[Section], storage_url: str,
+                 compute: Comparison | None = None) -> Path:
     """Record this build's ``sections`` in ``out`` and write ``out/index.html`` from them and
-    from every earlier build's sections that this one did not rebuild; return its path."""
+    from every earlier build's sections that this one did not rebuild; return its path.
+
+    ``compute`` (the grid against the open search) replaces the recorded one; without it the
+    index keeps showing the one an earlier build recorded, if any."""
     from filelock import FileLock
 
     built = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -74,8 +83,22 @@ def update_index(out: Path, sections: list[Section], storage_url: str) -> Path:
         merged = merge_sections(out, sections)
         (out / RECORD).write_text(json.dumps([dataclasses.asdict(s) for s in merged], indent=1),
                                   encoding="utf-8")
+        if compute is not None:
+            compute.storage = compute.storage or storage_url
+            (out / COMPUTE_RECORD).write_text(json.dumps(dataclasses.asdict(compute), indent=1),
+                                              encoding="utf-8")
+        else:
+            compute = read_compute(out)
         exercise = [entry for section in merged for entry in section.exercise]
-        return write_index(out, merged, exercise, storage_url)
+        return write_index(out, merged, exercise, storage_url, compute)
+
+
+def read_compute(out: Path) -> Comparison | None:
+    """The comparison recorded in ``out``; None when absent or unreadable."""
+    try:
+        return Comparison.from_json(json.loads((out / COMPUTE_RECORD).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def merge_sections(out: Path, sections: list[Section]) -> list[Section]:
@@ -142,8 +165,9 @@ def _written(out: Path, page: Path) -> Written:
 
 
 def write_index(out: Path, sections: list[Section], exercise: list[ExerciseEntry],
-                storage_url: str) -> Path:
-    """Write ``out/index.html`` and return its path."""
+                storage_url: str, compute: Comparison | None = None) -> Path:
+    """Write ``out/index.html`` (with the compute table when ``compute`` is given) and return
+    its path."""
     anchors = {s.study: s.folder or study_folder(s.study) for s in sections}
     storages = sorted({s.storage for s in sections if s.storage} - {storage_url})
     also = (f" (and, for studies built earlier, from {', '.join(_tag(u) for u in storages)})"
@@ -163,6 +187,8 @@ def write_index(out: Path, sections: list[Section], exercise: list[ExerciseEntry
                      f"{_e(entry.study)}</a></td>"
                      f"<td>{status}</td></tr>")
     parts.append("</table>")
+    if compute is not None:
+        parts.append(compute_table(compute, anchors, storage_url))
     mixed = len({(s.storage, s.built) for s in sections}) > 1
     for section in sections:
         parts.append(_section(section, mixed))
@@ -200,6 +226,82 @@ def _section(section: Section, mixed: bool = False) -> str:
     for name, reason in section.skipped.items():
         parts.append(f"<p class='counts'>{_e(name)}: not drawn, {_e(reason)}</p>")
     return "\n".join(parts)
+
+
+def compute_table(compute: Comparison, anchors: dict[str, str], storage_url: str) -> str:
+    """The grid against the open search: compute to the grid's best, and what the search had
+    by then. Each number cell carries its exact value in ``data-value``."""
+    grid, search = compute.grid, compute.search
+    parts = [f"<h2 id='compute'>Compute: the exercise's grid ({_e(grid)}) against the open "
+             f"search ({_e(search)})</h2>"]
+    if compute.storage and compute.storage != storage_url:
+        parts.append(f"<p class='counts'>built {_e(compute.built)} from "
+                     f"{_tag(compute.storage)}</p>")
+    if compute.missing:
+        parts.append(f"<p class='note'>{_code(compute.missing)}</p>")
+        return "\n".join(parts)
+    metric = compute.metric
+
+    def cells(values: dict[str, float | None]) -> str:
+        return "".join(_number(values.get(unit), fmt_compute(values.get(unit), unit))
+                       for unit in UNITS)
+
+    def ratio(unit: str) -> str:
+        value = compute.ratio(unit)
+        if value is None:
+            return _number(None, "not reached")
+        change = f"{(1 - value) * 100:.0f}% less" if value <= 1 else f"{value:.2g}x as much"
+        return _number(value, f"{value:.3g}x the grid's ({change})")
+
+    def best(unit: str) -> str:
+        value = compute.search_best_at_grid_total.get(unit)
+        trial = compute.search_best_at_grid_total_trial.get(unit)
+        if value is None:
+            text = ("no complete trial within it" if compute.grid_total.get(unit) is not None
+                    else "-")
+            return _number(None, text)
+        return _number(value, f"{metric} {value:.4g} (trial #{trial})")
+
+    reach = compute.search_reach_trial
+    reached = (f"first reached at trial #{reach}" if reach is not None else
+               f"not reached in its {compute.search_trials} trials")
+    rows = [
+        (f"{_link_to(grid, anchors)}: compute to reach its best ({metric} "
+         f"{compute.grid_best:.4g}, trial #{compute.grid_best_trial} of "
+         f"{compute.grid_trials})", cells(compute.grid_to_best)),
+        (f"{_link_to(grid, anchors)}: total compute ({compute.grid_trials} trials)",
+         cells(compute.grid_total)),
+        (f"{_link_to(search, anchors)}: compute to first reach the grid's best ({reached})",
+         cells(compute.search_to_reach) if reach is not None
+         else _number(None, "not reached") * len(UNITS)),
+        ("saving: the search's compute to the grid's best over the grid's to its best",
+         "".join(ratio(unit) for unit in UNITS)),
+        (f"{_link_to(search, anchors)}: its best within the grid's total compute",
+         "".join(best(unit) for unit in UNITS)),
+        (f"{_link_to(search, anchors)}: total compute ({compute.search_trials} trials; best "
+         f"{metric} {compute.search_best:.4g}, trial #{compute.search_best_trial})",
+         cells(compute.search_total)),
+    ]
+    head = "".join(f"<th>{_e(UNIT_NAMES[unit])}</th>" for unit in UNITS)
+    parts.append(f"<table class='compute'><tr><th></th>{head}</tr>")
+    parts += [f"<tr><td>{label}</td>{row}</tr>" for label, row in rows]
+    parts.append("</table>")
+    parts.append("<p class='counts'>Trials in number order (about the order they started in); "
+                 "pruned and failed trials add their compute, complete ones their value. "
+                 "FLOPs are estimated (training 3x the forward pass, evaluation 1x); seconds "
+                 "are training time.</p>")
+    parts += [f"<p class='note'>{_code(note)}</p>" for note in compute.notes]
+    return "\n".join(parts)
+
+
+def _number(value: float | None, text: str) -> str:
+    exact = "" if value is None else f" data-value='{value!r}'"
+    return f"<td class='num'{exact}>{_e(text)}</td>"
+
+
+def _link_to(study: str, anchors: dict[str, str]) -> str:
+    anchor = anchors.get(study)
+    return f"<a href='#{_e(anchor)}'>{_e(study)}</a>" if anchor else _e(study)
 
 
 def _cards(files: list[Written]) -> str:
