@@ -1,7 +1,9 @@
-"""The dashboard in a real headless Chromium: study page, importance, trials, note, artifacts.
+"""The dashboard in a real headless Chromium: study page, importance, trials, note, artifacts,
+and the report figures that ``reports.build --dashboard`` attached to the study.
 
-Runs ``python -m search.dashboard`` as a subprocess on a free port over a small study made here,
-and drives Debian's chromium through chromedriver with Selenium. Screenshots are saved in the
+Runs ``python -m search.dashboard`` as a subprocess on a free port over a small study made here
+(its figures attached by ``python -m reports.build --dashboard`` first), and drives Debian's
+chromium through chromedriver with Selenium. Screenshots are saved in the
 test's temporary folder (their paths are printed; see them with ``pytest -s``).
 """
 
@@ -30,10 +32,23 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A dashboard serving a 3-trial study, on a free port of 127.0.0.1."""
-    storage_url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'studies.db'}"
+def attached(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    """A 3-trial study with its report figures attached: (storage URL, the figures' files)."""
+    folder = tmp_path_factory.mktemp("dash")
+    storage_url = f"sqlite:///{folder / 'studies.db'}"
     make_small_study(data_dir, storage_url)
+    build = subprocess.run(
+        [sys.executable, "-m", "reports.build", "--study", STUDY, "--storage", storage_url,
+         "--out", str(folder / "report"), "--no-png", "--dashboard"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    return storage_url, sorted(p.stem for p in (folder / "report" / STUDY).glob("*.html"))
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(attached: tuple[str, list[str]]) -> Iterator[str]:
+    """A dashboard serving the study, on a free port of 127.0.0.1 (read-only, the default)."""
+    storage_url = attached[0]
     server = subprocess.Popen(
         [sys.executable, "-m", "search.dashboard", "--storage", storage_url, "--port", "0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -122,3 +137,37 @@ def test_note_page_shows_description_command_and_fingerprint(browser,
                                                               dashboard_url: str) -> None:
     _page_text(browser, f"{dashboard_url}studies/1/note", "A short demo search",
                "pytest small study", "data fingerprint", "sha256:")
+
+
+def test_study_page_shows_the_attached_report_figures(browser, dashboard_url: str,
+                                                      attached: tuple[str, list[str]],
+                                                      tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    stems = attached[1]
+    assert "compute_ledger" in stems and "search_learning_curves" in stems
+    _page_text(browser, f"{dashboard_url}studies/1", STUDY, "History",
+               f"{STUDY}: best val_accuracy against cumulative compute",
+               f"{STUDY}: learning curves", "cumulative FLOPs (estimated)")
+    script = ("return [...document.querySelectorAll('[id^=\"user-defined-plot:\"]')].map(e => "
+              "[e.id.split(':').slice(1).join(':'), e.querySelectorAll('.main-svg').length, "
+              "e.getBoundingClientRect().height])")
+    plots: list = []
+
+    def all_drawn(driver) -> bool:
+        nonlocal plots
+        plots = driver.execute_script(script)
+        return len(plots) == len(stems) and all(svgs > 0 for _, svgs, _ in plots)
+
+    try:
+        WebDriverWait(browser, PAGE_TIMEOUT_S, poll_frequency=0.5).until(all_drawn)
+    except Exception:
+        raise AssertionError(f"expected {len(stems)} drawn figures, found {plots}") from None
+    # One box per figure the build wrote, each drawn by Plotly into the dashboard's box.
+    assert sorted(name for name, _, _ in plots) == sorted(f"hpsearch.{s}" for s in stems)
+    assert all(height > 300 for _, _, height in plots), plots
+    browser.execute_script("document.getElementById('user-defined-plot:hpsearch.compute_ledger')"
+                           ".scrollIntoView()")
+    screenshot = tmp_path / "dashboard-figures.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"screenshot: {screenshot}")
