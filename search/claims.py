@@ -28,12 +28,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import get_objective
 from objectives.config import config_to_dict
+from objectives.errors import HPSearchError
 from search.liveness import OWNER_ATTR, Owner, stale_reason
 from search.spec import StudySpec
 from search.storage import storage_lock
 from search.trial import grid_search_space, suggest_values
 
 STALE_ERROR = "worker died: {reason} before the trial ended"
+
+
+class SamplerError(HPSearchError):
+    """The study's sampler raised while drawing a trial (every later draw would likely too)."""
 
 
 class TrialDealer:
@@ -64,10 +69,31 @@ class TrialDealer:
             if self.spec.is_grid:
                 point = self._next_grid_point(trials)
                 return None if point is None else self._create_grid_trial(point, owner)
+            return self._ask(trials, owner)
+
+    def _ask(self, before: list[FrozenTrial], owner: Owner) -> int:
+        """A new trial with the sampler's values; a sampler that fails leaves no orphan: the
+        trial it was drawing for is FAIL with the sampler's error, and the run stops."""
+        trial_id: int | None = None
+        try:
             trial = self.study.ask()
-            self._own(trial._trial_id, owner)
+            trial_id = trial._trial_id
+            self._own(trial_id, owner)
             suggest_values(trial, self.spec)
-            return trial._trial_id
+            return trial_id
+        except Exception as exc:
+            if trial_id is None:  # ask() created the trial, then the sampler raised
+                known = {t._trial_id for t in before}
+                new = [t for t in self.study.get_trials(deepcopy=False)
+                       if t._trial_id not in known and t.state == TrialState.RUNNING]
+                trial_id = new[-1]._trial_id if new else None
+            message = f"the sampler failed: {type(exc).__name__}: {exc}"
+            if trial_id is not None:
+                storage = self.study._storage
+                storage.set_trial_user_attr(trial_id, "run_id", self.run_id)
+                storage.set_trial_user_attr(trial_id, "error", message)
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            raise SamplerError(f"{message.splitlines()[0]}; try another --sampler") from None
 
     def missing_points(self) -> int:
         """Grid points not yet done (0 for a study with a search space)."""
