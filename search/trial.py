@@ -199,7 +199,7 @@ class TrialRunner:
         finally:
             trial.set_user_attr("duration_s", round(time.perf_counter() - start, 3))
             reporter.flush()
-            if not isinstance(error, KeyboardInterrupt):
+            if error is None or isinstance(error, Exception):  # not when interrupted
                 self.write_note(trial, reporter, metrics, error)
         assert metrics is not None
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
