@@ -84,8 +84,9 @@ def seed_count(trial: TrialInfo) -> int:
 
 
 def add_curve(figure: go.Figure, trial: TrialInfo, key: str, *, name: str, color: str,
-              dash: str = "solid", mode: str | None = None, legendgroup: str | None = None,
-              showlegend: bool = True, row: int | None = None, col: int | None = None) -> None:
+              dash: str | None = None, mode: str | None = None, legendgroup: str | None = None,
+              showlegend: bool | None = None, row: int | None = None, col: int | None = None
+              ) -> None:
     """The trial's per-epoch ``key``; for a trial over seeds the mean, drawn over a band from
     the lowest to the highest seed (the band is toggled with its line in the legend)."""
     values = trial.history.get(key)
@@ -103,9 +104,10 @@ def add_curve(figure: go.Figure, trial: TrialInfo, key: str, *, name: str, color
                  "hovertemplate": f"{name}<br>epoch %{{x}}: %{{y:.4g}} (mean of "
                                   f"{seed_count(trial)} seeds; {BAND} %{{customdata[0]:.4g}} "
                                   "to %{customdata[1]:.4g})<extra></extra>"}
+    line = {"color": color} if dash is None else {"color": color, "dash": dash}
     figure.add_trace(go.Scatter(
         x=x, y=values, mode=mode or line_mode(len(values)), name=name, legendgroup=legendgroup,
-        showlegend=showlegend, line={"color": color, "dash": dash}, **extra), row=row, col=col)
+        showlegend=showlegend, line=line, **extra), row=row, col=col)
 
 
 def add_split_lines(figure: go.Figure, trial: TrialInfo, kind: str, *, row: int | None = None,
@@ -300,7 +302,8 @@ def batch_loss_traces(figure: go.Figure, trial: TrialInfo, raw: np.ndarray,
     shown = f" (seed {trial.median_seed}, the median)" if trial.over_seeds else ""
     # The legend groups each batch size's traces under its name and toggles them together.
     figure.add_trace(kind(
-        x=np.arange(1, len(raw) + 1), y=raw, mode="lines", name=f"every batch{shown}",
+        x=np.arange(1, len(raw) + 1, dtype=np.int32), y=raw, mode="lines",
+        name=f"every batch{shown}",
         legendgroup=name, legendgrouptitle_text=name, opacity=0.35 if smooth else 1.0,
         line={"color": color, "width": 1}))
     if not smooth:
