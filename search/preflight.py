@@ -131,12 +131,12 @@ def preflight(spec: StudySpec, runtime: Runtime) -> None:
     causes = [s for s in searched if any(
         check({**combination, s.name: other}) is None
         for other in s.values if other != combination[s.name])]
-    if not causes:
-        raise error  # the fixed settings alone fail: the objective's own fixes all apply
-    where = spec.path or spec.name
-    drawn = ", ".join(f"{s.name}={combination[s.name]!r}" for s in causes)
     searched_keys = set(spec.searched_keys())
     ways = [fix.text for fix in error.fixes if not searched_keys & set(fix.keys)]
+    if not causes and (not error.fixes or ways == [f.text for f in error.fixes]):
+        raise error  # the fixed settings fail, and every fix the objective names applies
+    where = spec.path or spec.name
+    drawn = ", ".join(f"{s.name}={combination[s.name]!r}" for s in causes)
     for s in causes:
         if not s.removable:
             continue
@@ -149,7 +149,7 @@ def preflight(spec: StudySpec, runtime: Runtime) -> None:
             ways.append(f"remove {', '.join(map(repr, failing))} from {key!r} in a copy of "
                         f"{where} and pass the copy to --study")
     if not ways:
-        ways = [f"edit a copy of {where} so that no trial gets {drawn}, and pass the copy to "
-                "--study"]
-    raise ConfigError(f"{error.problem} (a trial of this study can get {drawn}); "
-                      + ", or ".join(ways)) from None
+        ways = [f"edit a copy of {where} so that every config a trial can get passes, and "
+                "pass the copy to --study"]
+    problem = error.problem + (f" (a trial of this study can get {drawn})" if causes else "")
+    raise ConfigError(f"{problem}; " + ", or ".join(ways)) from None

@@ -99,3 +99,11 @@ def test_many_combinations_still_check_only_real_ones():
     found = combinations(searched)
     assert len(found) == 1 + 8 * 2  # each value once
     assert all(set(c) == {s.name for s in searched} for c in found)  # every key has a value
+
+
+def test_no_set_of_a_searched_key_even_when_every_value_fails(offline: Path, data_dir: Path,
+                                                               tmp_path: Path):
+    copy = study_copy(tmp_path, "cnn_search", mode=["probe", "finetune"], backbone=["resnet18"])
+    with pytest.raises(ConfigError) as info:
+        check(copy, data_dir, tmp_path)
+    assert "--set" not in str(info.value) and "download.pytorch.org" in str(info.value)
