@@ -116,6 +116,10 @@ class StudySpec:
             changes["seeds"] = _check_seeds(seeds, "--seeds", merged, self.objective)
         if aggregate is not None:
             changes["aggregate"] = _check_aggregate(aggregate, "--aggregate")
+        if changes.get("sampler") and changes["sampler"].name != "grid" and self.is_grid:
+            raise ConfigError(f"--sampler {sampler} does not apply to {self.name}: it is a grid, "
+                              "run point by point; for a search over these values copy the "
+                              "study file and give it a 'space' instead of the grid")
         if changes.get("sampler") and changes["sampler"].name == "grid" and not self.is_grid:
             raise ConfigError(f"--sampler grid needs a study with a grid; {self.name} has a "
                               "search space; use tpe, random, cmaes or qmc")

@@ -159,6 +159,7 @@ def _wait_for_running_trials(url: str, name: str, count: int, timeout: float) ->
     (["--study", "mlp_demo", "--device", "cuda"], "no CUDA GPU is visible"),
     (["--study", "mlp_demo", "--trials", "0"], "--trials must be at least 1"),
     (["--study", "mlp_demo", "--sampler", "grid"], "--sampler grid needs a study with a grid"),
+    (["--study", "mlp_grid", "--sampler", "tpe"], "--sampler tpe does not apply to mlp_grid"),
     (["--study", "mlp_demo", "--pruner", "magic"], "unknown --pruner 'magic'"),
     (["--study", "mlp_demo", "--backend", "ray", "--trials", "0"], "--trials must be at least 1"),
     (["--study", "mlp_demo", "--backend", "ray", "--max-concurrent", "0"],
