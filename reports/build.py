@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optuna.exceptions import StorageInternalError
+
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import resolve_data_dir
 from reports.commands import continue_command, run_command, study_recipe
@@ -185,8 +187,15 @@ def build(options: BuildOptions) -> BuildResult:
                 f"`{run_command(n, options.storage_url, options.artifact_dir)}`" for n in absent)
     update_index(options.out, list(sections.values()), options.storage_url, comparison)
     if options.dashboard:
-        result.attached = [attach(store.study(name), items) for name, items in drawn.items()
-                           if studies[name] is not None]
+        try:
+            result.attached = [attach(store.study(name), items) for name, items in drawn.items()
+                               if studies[name] is not None]
+        except (StorageInternalError, OSError) as exc:  # a read-only file, a lost connection
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"--dashboard could not save the figures to "
+                              f"{options.storage_url} ({type(exc).__name__}: {first}); it "
+                              "writes to the storage, so it needs write access there (the "
+                              "report files are written)") from None
     return result
 
 
