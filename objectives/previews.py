@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -27,10 +28,12 @@ MAP_SIZE = (7.2, 6.0)
 # The axes' box in figure fractions (left, bottom, right, top): fixed rather than fitted, so
 # every preview has the same layout and the text margins are known (tests check them).
 CURVE_AXES = (0.12, 0.14, 0.97, 0.90)
+MAP_AXES = (0.10, 0.09, 0.98, 0.93)
 MAP_POINTS = 1500  # at most this many misclassified points drawn on the class map
 MANY_POINTS = 40  # series longer than this are drawn without markers
 LOG_RATIO = 100.0  # positive series spanning more than this factor get a log y axis
 PNG_OPTIONS = {"compress_level": 3}  # PIL's zlib level: a quarter of the default's time
+_CACHE = threading.local()  # each thread's reusable figures (see _blank)
 
 
 def palette(n: int) -> np.ndarray:
@@ -52,7 +55,7 @@ def curves_png(series: Mapping[str, Sequence[float]], title: str, xlabel: str, y
     """
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = _figure(CURVE_SIZE, CURVE_AXES)
+    figure, axes = _blank(CURVE_SIZE, CURVE_AXES)
     finite: list[np.ndarray] = []
     for name, values in series.items():
         ys = np.asarray(values, dtype=float)
@@ -86,7 +89,7 @@ def class_map_png(grid_classes: np.ndarray, longs: np.ndarray, lats: np.ndarray,
     (long, lat) pairs, e.g. the capitals)."""
     from matplotlib.colors import ListedColormap
 
-    figure, axes = _figure(MAP_SIZE, (0.10, 0.09, 0.98, 0.93))
+    figure, axes = _blank(MAP_SIZE, MAP_AXES)
     colours = ListedColormap(palette(num_classes) / 255.0)
     axes.imshow(grid_classes, origin="lower", cmap=colours, vmin=-0.5,
                 vmax=num_classes - 0.5, interpolation="nearest", aspect="auto",
@@ -139,6 +142,28 @@ def _figure(size: tuple[float, float], box: tuple[float, float, float, float]
     FigureCanvasAgg(figure)
     left, bottom, right, top = box
     axes = figure.add_axes((left, bottom, right - left, top - bottom))
+    return figure, axes
+
+
+def _blank(size: tuple[float, float], box: tuple[float, float, float, float]
+           ) -> tuple[Figure, Axes]:
+    """This thread's figure of that layout, emptied of what the last preview drew.
+
+    Building the axes (their ticks, labels and fonts) costs about a third of a preview, so each
+    thread keeps one figure per layout and redraws it (threads never share one).
+    """
+    cache = _CACHE.__dict__.setdefault("figures", {})
+    if (size, box) not in cache:
+        cache[size, box] = _figure(size, box)
+    figure, axes = cache[size, box]
+    for artist in [*axes.lines, *axes.collections, *axes.images, *axes.texts]:
+        artist.remove()
+    if axes.get_legend() is not None:
+        axes.get_legend().remove()
+    axes.set_yscale("linear")
+    axes.set_prop_cycle(None)  # the first line is blue again
+    axes.relim()  # forget the last preview's data limits
+    axes.set_autoscale_on(True)
     return figure, axes
 
 
