@@ -130,3 +130,18 @@ def test_face_trials_save_curves_and_their_misclassified_images(data_dir: Path,
         assert grid.shape == (int(100 * (1.6 * rows + 0.5)), 600)
     else:
         assert "test_errors.png" not in reporter.artifacts
+
+
+def test_a_reused_figure_draws_what_a_fresh_one_draws() -> None:
+    """Each thread redraws its own figures: what an earlier preview drew (a log axis, other
+    lines, a legend) must not show in the next."""
+    import threading
+
+    series = {"train": [0.9, 0.5, 0.4], "validation": [1.0, 0.7, 0.6]}
+    fresh: list[bytes] = []
+    thread = threading.Thread(target=lambda: fresh.append(
+        previews.curves_png(series, "loss per epoch", "epoch", "loss")))
+    thread.start()
+    thread.join()
+    previews.curves_png({"a": 10 ** -np.linspace(0, 3, 100), "b": [1.0] * 50}, "log", "x", "y")
+    assert previews.curves_png(series, "loss per epoch", "epoch", "loss") == fresh[0]
