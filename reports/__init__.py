@@ -5,5 +5,7 @@ figures as HTML and PNG files plus an ``index.html``. The modules are "computed,
 ``data`` reads trials into plain records, ``exercise``/``faces``/``search_plots`` turn them
 into Plotly figures, ``export`` writes the files, ``index`` the page that links them (every
 study built into the folder, by this build or an earlier one) and ``commands`` the
-``search.run`` command that makes or continues a study.
+``search.run`` command that makes or continues a study. ``compute`` sums the trials' compute
+ledgers (best value against cumulative FLOPs and seconds, the grid against the open search)
+and ``dashboard`` attaches the figures to their study for optuna-dashboard (``--dashboard``).
 """

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.provenance import study_commands
 from search.seeds import median_index
@@ -215,7 +216,7 @@ class StudyStore:
                     download_artifact(artifact_store=self._artifacts, artifact_id=artifact_id,
                                       file_path=str(path))
                     self._cache[artifact_id] = path.read_bytes()
-                except (FileNotFoundError, OSError):
+                except (FileNotFoundError, OSError, ArtifactNotFound):  # a missing folder
                     self._cache[artifact_id] = None
         return self._cache[artifact_id]
 

@@ -44,7 +44,7 @@ REQUIRED_KEYS = ("objective", "config", "metric")
 FORMATS = ("yaml", "csv", "parquet")
 TABLE_FORMATS = FORMATS[1:]
 # Trial user attributes the table spreads into columns or leaves out (too big for a cell).
-EXPANDED_ATTRS = ("config", "metrics", "seeds", "seed_metrics")
+EXPANDED_ATTRS = ("config", "metrics", "seeds", "seed_metrics", "compute")
 SKIPPED_ATTRS = ("history", "seed_histories", "artifacts", "provenance", "traceback")
 HEADER = "# Exported by python -m search.export; train it again with python -m search.retrain {}\n"
 
@@ -173,7 +173,9 @@ def trials_table(study: Any) -> Any:
     ``metrics_<name>`` (final metrics), the trial's other plain user attributes as
     ``user_attrs_<name>`` (``error``, ``pruned_reason``, ...) and, for trials over seeds,
     ``seeds``, ``n_seeds`` and the study metric's per-seed ``<metric>_seed_mean`` and
-    ``<metric>_seed_sd`` (sample sd; empty for one seed). Lists are JSON strings.
+    ``<metric>_seed_sd`` (sample sd; empty for one seed), and the compute ledger's
+    ``compute_train_seconds`` and ``compute_flops`` where recorded (a lane's ``duration`` is its
+    pack's wall time; its ``compute_train_seconds`` is its share). Lists are JSON strings.
     """
     import pandas as pd
 
@@ -207,14 +209,16 @@ def trials_table(study: Any) -> Any:
         row = {**{f"config_{k}": v for k, v in config.items()},
                **{f"metrics_{k}": v for k, v in (metrics if isinstance(metrics, dict)
                                                   else {}).items()},
-               **_seed_columns(trial.user_attrs, metric)}
+               **_seed_columns(trial.user_attrs, metric),
+               **{f"compute_{k}": v for k, v in _mapping(trial.user_attrs.get("compute")).items()
+                  if k in ("train_seconds", "flops")}}
         extra.append(row)
     extra_frame = pd.DataFrame(extra, index=frame.index)
     frame = pd.concat([frame, extra_frame], axis=1)
 
     first = ["number", "state", "value", "duration", "datetime_start", "datetime_complete"]
     groups = [c for c in first if c in frame.columns]
-    for prefix in ("params_", "config_", "metrics_"):
+    for prefix in ("params_", "config_", "metrics_", "compute_"):
         groups += [c for c in frame.columns if c.startswith(prefix)]
     groups += [c for c in ("seeds", "n_seeds", f"{metric}_seed_mean", f"{metric}_seed_sd")
                if c in frame.columns]
@@ -229,6 +233,10 @@ def trials_table(study: Any) -> Any:
 
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _seed_columns(attrs: Mapping[str, Any], metric: str) -> dict[str, Any]:

@@ -72,6 +72,9 @@ def test_csv_has_one_row_per_trial_with_the_storages_values(study_storage: str,
         for key, value in trial.user_attrs["metrics"].items():
             assert row[f"metrics_{key}"] == value
         assert row["config_epochs"] == 2  # the study's fixed values (with its --set)
+        ledger = trial.user_attrs["compute"]  # the compute ledger, as columns
+        assert row["compute_flops"] == ledger["flops"]
+        assert row["compute_train_seconds"] == ledger["train_seconds"]
         assert row["user_attrs_run_id"] == trial.user_attrs["run_id"]
 
 

@@ -144,6 +144,15 @@ def test_a_truncated_boundary_artifact_skips_its_figure_and_builds_the_rest(
     assert f"mlp_lr trial #{number}: decision_boundary.npz is unreadable" in index
 
 
+def test_a_storage_copied_without_its_artifact_folder_still_builds(db: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    shutil.rmtree(db.parent / "studies-artifacts")
+    out = tmp_path / "out"
+    assert build_cli(db, out, "--study", "mlp_lr") == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert (out / "mlp_lr" / "fig02_lr_val_loss.html").is_file()  # curves need no artifact
+
+
 @pytest.mark.parametrize("cut", [0, 10, 100])
 def test_a_truncated_npy_artifact_raises_unreadable_artifact(db: Path, cut: int) -> None:
     number, path = _artifact_file(db, "mlp_lr", 0.001, "batch_losses.npy")
