@@ -263,8 +263,8 @@ def test_retrain_seeds_train_as_lanes(data_dir, tmp_path):
 def test_sigterm_ends_every_lane_as_fail_and_the_next_run_resumes(data_dir, tmp_path, jobs):
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     args = ["--study", "mlp_grid", "--lanes", "4", "--storage", url, "--data-dir",
-            str(data_dir), "--set", "epochs=300", "--set", "train_fraction=0.02",
-            "--no-progress", "--jobs", jobs]
+            str(data_dir), "--set", "epochs=150", "--set", "train_fraction=0.02",
+            "--no-progress", "--jobs", jobs]  # packs of ~10 s: long enough to stop, short to redo
     process = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO,
                                start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
