@@ -95,7 +95,7 @@ def grid(data_dir: Path, device: str, tmp: Path) -> None:
 def search(data_dir: Path, device: str, tmp: Path, trials: int, budget_s: float) -> None:
     import optuna
 
-    from search.storage import open_storage
+    from search.records.storage import open_storage
 
     print(f"search: mlp_width_depth --jobs 2, up to {trials} trials or {budget_s:.0f} s, "
           f"{device}")

@@ -2,8 +2,8 @@
 
 Runs the same studies three ways, each in its own process, two trials at a time on 2 CPUs:
 
-- ``local``: ``search.runner.run_study`` with ``jobs=2``;
-- ``ray``: ``search.ray_backend.run_study_ray`` (our backend, ASHA, 2 concurrent trials);
+- ``local``: ``search.driver.runner.run_study`` with ``jobs=2``;
+- ``ray``: ``search.backends.ray_tune.run_study_ray`` (our backend, ASHA, 2 concurrent trials);
 - ``plain``: Ray Tune's own integration, ``OptunaSearch`` + ``ASHAScheduler`` with its default
   settings, the objective's steps reported with ``tune.report``.
 
@@ -112,21 +112,21 @@ def _print_table(name: str, n: int, results: dict[str, dict]) -> None:
 def _run_one(backend: str, spec_path: Path, storage: str, n: int, data_dir: Path) -> dict:
     import optuna
 
-    from search.spec import load_study_spec
+    from search.study.spec import load_study_spec
 
     spec = load_study_spec(spec_path)
     start = time.perf_counter()
     if backend == "plain":
         _run_plain(spec, storage, n, data_dir)
     else:
-        from search.runner import RunOptions, run_study
+        from search.driver.runner import RunOptions, run_study
 
         options = RunOptions(n_trials=n, data_dir=data_dir, storage_url=storage,
                              jobs=CONCURRENCY, seed=0, progress=False, device="cpu")
         if backend == "local":
             run_study(spec, options)
         else:
-            from search.ray_backend import RayOptions, run_study_ray
+            from search.backends.ray_tune import RayOptions, run_study_ray
 
             run_study_ray(spec, options, RayOptions(num_cpus=CONCURRENCY,
                                                     max_concurrent=CONCURRENCY))
@@ -164,7 +164,7 @@ def _run_plain(spec, storage_url: str, n: int, data_dir: Path) -> None:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.components import make_sampler
+    from search.study.components import make_sampler
 
     space = {}
     for p in spec.space:

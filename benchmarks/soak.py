@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.liveness import OWNER_ATTR  # noqa: E402
-from search.storage import open_storage  # noqa: E402
+from search.records.liveness import OWNER_ATTR  # noqa: E402
+from search.records.storage import open_storage  # noqa: E402
 
 POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES",
                               "postgresql://postgres@127.0.0.1:5432/test")

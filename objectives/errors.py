@@ -35,7 +35,7 @@ class ConfigError(HPSearchError):
     """A config key, value or study file is invalid.
 
     ``ConfigError(problem, fixes=[...])`` reads "problem; fix, or fix"; a study runner keeps
-    only the fixes that work for its study (see ``search.preflight``).
+    only the fixes that work for its study (see ``search.study.preflight``).
     """
 
     def __init__(self, message: str, fixes: Sequence[Fix] = ()) -> None:

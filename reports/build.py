@@ -47,9 +47,9 @@ from reports.faces import FACES_FIGURES
 from reports.figure import MissingData, ReportFigure
 from reports.index import ExerciseEntry, Section, update_index
 from reports.search_plots import search_figures
-from search.notes import made_with
-from search.spec import list_studies, load_study_spec
-from search.storage import DEFAULT_STORAGE, require_existing_storage
+from search.records.storage import DEFAULT_STORAGE, require_existing_storage
+from search.study.notes import made_with
+from search.study.spec import list_studies, load_study_spec
 
 ALL_FIGURES: tuple[ExerciseFigure, ...] = EXERCISE_FIGURES + FACES_FIGURES
 DEFAULT_OUT = Path("reports/out")

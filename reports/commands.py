@@ -1,14 +1,13 @@
 """The ``python -m search.run`` commands a report names: to make a study, or to continue one.
 
-A study keeps the settings it was made with (``search.runner.create_or_load_study`` stores its
-study file as ``spec_file``, its fixed settings after ``--set`` as ``fixed``, and the command as
-``command``), and resuming it with other fixed settings is refused. So the command that
-continues a stored study is rebuilt from those records: the study file, ``--study-name`` when
-the stored name is not the file's, one ``--set`` for each fixed setting that differs from the
-file, the stored command's ``--sampler``/``--pruner``, ``--seeds``/``--aggregate`` where the
-study stored them, and the report's own ``--storage`` (when not the default) and
-``--artifact-dir``, so that the command adds to the study the report read.
-"""
+A study keeps the settings it was made with (``search.driver.runner.create_or_load_study``
+stores its study file as ``spec_file``, its fixed settings after ``--set`` as ``fixed``, and the
+command as ``command``), and resuming it with other fixed settings is refused. So the command
+that continues a stored study is rebuilt from those records: the study file, ``--study-name``
+when the stored name is not the file's, one ``--set`` for each fixed setting that differs from
+the file, the stored command's ``--sampler``/``--pruner``, ``--seeds``/``--aggregate`` where the
+study stored them, and the report's own ``--storage`` (when not the default) and ``--artifact-
+dir``, so that the command adds to the study the report read. """
 
 from __future__ import annotations
 
@@ -25,8 +24,8 @@ from objectives import get_objective
 from objectives.config import config_to_dict
 from objectives.errors import ConfigError
 from reports.data import StudyInfo
-from search.spec import SPACES_DIR, StudySpec, load_study_spec
-from search.storage import DEFAULT_STORAGE
+from search.records.storage import DEFAULT_STORAGE
+from search.study.spec import SPACES_DIR, StudySpec, load_study_spec
 
 RUN = ("python", "-m", "search.run")
 RESUME_CHECKED = ("seeds", "aggregate")  # study attrs that are also search.run options

@@ -23,9 +23,9 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from search.provenance import study_commands
-from search.seeds import median_index
-from search.storage import artifact_dir_for, open_storage
+from search.driver.seeds import median_index
+from search.records.provenance import study_commands
+from search.records.storage import artifact_dir_for, open_storage
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 # What numpy, zipfile and json raise on a truncated or corrupt file.
@@ -51,7 +51,7 @@ class TrialInfo:
     note: str = ""  # pruned reason or error
     study: str = ""  # the study's name
 
-    # A trial over seeds (search.seeds) stores its seeds, per-seed final metrics and per-seed
+    # A trial over seeds (search.driver.seeds) stores its seeds, per-seed final metrics and per-seed
     # histories; ``history`` and ``metrics`` are then the per-seed means.
     @property
     def seeds(self) -> list[int]:
@@ -90,8 +90,8 @@ class TrialInfo:
     @property
     def median_seed(self) -> int | None:
         """The seed whose validation accuracy is the median (the lower middle one of an even
-        count), as ``search.seeds`` picks it; the recorded ``median_seed`` when the seeds have
-        no validation accuracy; None for a trial not over seeds."""
+        count), as ``search.driver.seeds`` picks it; the recorded ``median_seed`` when the seeds
+        have no validation accuracy; None for a trial not over seeds."""
         if not self.over_seeds:
             return None
         ranked = [m for m in self.seed_metrics if m.get("val_accuracy") is not None]
@@ -122,7 +122,7 @@ class StudyInfo:
     trials: tuple[TrialInfo, ...]
     attrs: dict[str, Any] = field(repr=False, default_factory=dict)  # the study's user attrs
     # The runs that made it, oldest first: {command, backend, first_trial, trials} each
-    # (search.provenance.study_commands).
+    # (search.records.provenance.study_commands).
     commands: tuple[dict[str, Any], ...] = ()
 
     @property

@@ -75,8 +75,8 @@ def line_mode(points: int) -> str:
     return "lines+markers" if points < SHORT_CURVE else "lines"
 
 
-# Seed bands. A trial over seeds (search.seeds) is drawn as the mean over its seeds with a band
-# from the lowest to the highest seed: with the 3-5 seeds a study runs, the range shows every
+# Seed bands. A trial over seeds (search.driver.seeds) is drawn as the mean over its seeds with a
+# band from the lowest to the highest seed: with the 3-5 seeds a study runs, the range shows every
 # seed, where a standard deviation of so few values would be a rough estimate.
 BAND = "min-max"
 BAND_OPACITY = 0.18

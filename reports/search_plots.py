@@ -25,7 +25,7 @@ from optuna.visualization import (
 
 from reports.data import STATES, StudyInfo, TrialInfo
 from reports.figure import ReportFigure, line_mode, metric_label, styled, table_size
-from search.seeds import CONFIDENCE
+from search.driver.seeds import CONFIDENCE
 
 TOP_TRIALS = 15
 STATE_STYLE = {"COMPLETE": ("#1f77b4", "solid"), "PRUNED": ("#d62728", "dash"),

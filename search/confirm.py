@@ -29,9 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import resolve_data_dir
-from search.spec import StudySpec, parse_study_spec
-from search.storage import DEFAULT_STORAGE, open_storage
-from search.trial import GRID_POINT_PARAM, point_label
+from search.driver.trial import GRID_POINT_PARAM, point_label
+from search.records.storage import DEFAULT_STORAGE, open_storage
+from search.study.spec import StudySpec, parse_study_spec
 
 CONFIRM_SUFFIX = ".confirm"
 
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def confirm(args: argparse.Namespace, command: str) -> int:
-    from search.runner import RunOptions, run_study
+    from search.driver.runner import RunOptions, run_study
 
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")

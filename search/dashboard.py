@@ -30,7 +30,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from objectives.errors import ConfigError, HPSearchError
-from search.storage import (
+from search.records.storage import (
     DEFAULT_STORAGE,
     artifact_dir_for,
     open_storage,

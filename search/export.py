@@ -35,10 +35,10 @@ import yaml
 from objectives import Objective, get_objective
 from objectives.config import config_to_dict
 from objectives.errors import ConfigError, HPSearchError
-from search.provenance import software_versions
-from search.spec import read_yaml_mapping
-from search.storage import DEFAULT_STORAGE, load_existing_study, require_existing_storage
-from search.trial import GRID_POINT_PARAM
+from search.driver.trial import GRID_POINT_PARAM
+from search.records.provenance import software_versions
+from search.records.storage import DEFAULT_STORAGE, load_existing_study, require_existing_storage
+from search.study.spec import read_yaml_mapping
 
 REQUIRED_KEYS = ("objective", "config", "metric")
 FORMATS = ("yaml", "csv", "parquet")

@@ -42,9 +42,9 @@ from objectives.errors import ConfigError, DivergedError, HPSearchError
 from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime, resolve_data_dir, resolve_device
 from search.export import Exported, load_exported
-from search.provenance import data_fingerprint, provenance
+from search.records.provenance import data_fingerprint, provenance
+from search.records.weights import save_weights
 from search.run import parse_overrides
-from search.weights import save_weights
 
 TRAIN_ON = ("train", "train+val")
 CLASSES_FILE = "classes.json"  # label -> class name, beside each seed's weights

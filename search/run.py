@@ -23,9 +23,9 @@ import yaml
 
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_data_dir, resolve_device
-from search.preflight import preflight
-from search.spec import StudySpec, list_studies, load_study_spec
-from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage
+from search.records.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage
+from search.study.preflight import preflight
+from search.study.spec import StudySpec, list_studies, load_study_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from search.components import check_components
-    from search.runner import RunOptions, check_run_options, run_study
+    from search.driver.runner import RunOptions, check_run_options, run_study
+    from search.study.components import check_components
 
     spec = load_study_spec(args.study).with_overrides(
         fixed=parse_overrides(args.overrides), sampler=args.sampler, pruner=args.pruner,
@@ -164,7 +164,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     check_components(spec)
     ray_options = None
     if args.backend == "ray":
-        from search.ray_backend import check_ray_run
+        from search.backends.ray_tune import check_ray_run
 
         ray_options = _ray_options(args)
         check_ray_run(spec, options, ray_options)
@@ -178,7 +178,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if spec.seeds > 1:
         print(f"seeds: each trial trains {spec.seeds} seeds; its value is their "
               f"{'mean' if spec.aggregate == 'mean' else '95% lower confidence bound'}")
-    from search.runner import resolve_lanes
+    from search.driver.runner import resolve_lanes
 
     lanes = resolve_lanes(spec, options.lanes, resolve_device(args.device))
     where = ("Ray " + (args.ray_address or "(local)")
@@ -188,7 +188,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"storage {options.storage_url}, data {data_dir}, {options.n_trials} trial(s), "
           f"{where}")
     if args.backend == "ray":
-        from search.ray_backend import run_study_ray
+        from search.backends.ray_tune import run_study_ray
 
         summary = run_study_ray(spec, options, ray_options)
     else:
@@ -245,7 +245,7 @@ def report_summary(summary: Any, spec: StudySpec) -> int:
 
 
 def _ray_options(args: argparse.Namespace) -> Any:
-    from search.ray_backend import RayOptions
+    from search.backends.ray_tune import RayOptions
 
     scheduler = {key: value for key, value in (
         ("name", args.scheduler), ("grace_period", args.asha_grace_period),
@@ -273,7 +273,7 @@ def _check_data(objective: str, data_dir: Path) -> None:
 
 if __name__ == "__main__":
     # SIGTERM (kill, a scheduler's stop) stops a run like Ctrl-C: running trials end as FAIL.
-    from search import interrupts
+    from search.records import interrupts
 
     interrupts.install((signal.SIGINT, signal.SIGTERM))
     raise SystemExit(main())

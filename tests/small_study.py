@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.runner import RunOptions, RunSummary, run_study
-from search.spec import load_study_spec
+from search.driver.runner import RunOptions, RunSummary, run_study
+from search.study.spec import load_study_spec
 
 STUDY = "mlp_demo"
 

@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.records.storage import open_storage
 from search.run import main
-from search.storage import open_storage
 from tests.cli_helpers import QUICK_SET, REPO, assert_one_line_error, run_cli
 
 POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES",
@@ -238,7 +238,7 @@ def test_every_trial_failing_is_counted_and_exits_1(data_dir, storage_url, tmp_p
 
 
 def test_list_shortens_descriptions_at_a_word(capsys):
-    from search.spec import list_studies, load_study_spec
+    from search.study.spec import list_studies, load_study_spec
 
     assert main(["--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -288,7 +288,7 @@ def test_a_run_from_another_folder_keeps_its_files_there(data_dir, tmp_path):
 
 
 def test_progress_bar_draws_its_counts_with_the_bar(capsys):
-    from search.runner import _Progress
+    from search.driver.runner import _Progress
 
     progress = _Progress(3, "maximize", enabled=True)
     progress.handle(("trial", {"number": 0, "state": "COMPLETE", "value": 0.5}))

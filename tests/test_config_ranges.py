@@ -114,7 +114,7 @@ def test_objectives_refuse_a_directly_built_config_before_loading_data(tmp_path:
 
 
 def test_a_search_range_bound_outside_the_rule_is_refused_at_load() -> None:
-    from search.spec import parse_study_spec
+    from search.study.spec import parse_study_spec
 
     raw = {"objective": "mlp", "metric": "val_accuracy", "fixed": {"epochs": 2},
            "space": {"momentum": {"type": "float", "low": 0.5, "high": 1.0}}}

@@ -21,9 +21,9 @@ from objectives.config import config_to_dict
 from objectives.errors import ConfigError
 from objectives.euro_data import load_euro, make_features
 from search.export import export_study, load_exported
+from search.records.weights import save_weights
 from search.retrain import RetrainOptions, retrain
 from search.retrain import main as retrain_main
-from search.weights import save_weights
 
 REPO = Path(__file__).resolve().parent.parent
 

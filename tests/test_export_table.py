@@ -119,7 +119,7 @@ def _seeded_trial(value: float, seeds: list[int] | None, per_seed: list[Any] | N
 
 def test_seed_columns_come_from_the_trials_per_seed_records(tmp_path: Path) -> None:
     # The runner's records for trials over seeds: user attrs ``seeds`` (ints) and
-    # ``seed_metrics`` (one metrics dict per seed, with its seed), as search/seeds.py writes.
+    # ``seed_metrics`` (one metrics dict per seed, with its seed), as search/driver/seeds.py writes.
     url = f"sqlite:///{tmp_path / 'seeds.db'}"
     study = optuna.create_study(study_name="seeded", storage=url, direction="maximize")
     study.set_user_attr("metric", "val_accuracy")
@@ -194,8 +194,8 @@ def test_parquet_takes_a_categorical_parameter_of_mixed_types(tmp_path: Path) ->
 
 
 def test_a_real_study_over_seeds_fills_the_seed_columns(data_dir: Path, tmp_path: Path) -> None:
-    from search.runner import RunOptions, run_study
-    from search.spec import load_study_spec
+    from search.driver.runner import RunOptions, run_study
+    from search.study.spec import load_study_spec
 
     url = f"sqlite:///{tmp_path / 'seeds.db'}"
     spec = load_study_spec(STUDY).with_overrides(fixed={"epochs": 1, "train_fraction": 0.02},

@@ -15,7 +15,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from objectives import get_objective
 from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime
-from search.storage import artifact_dir_for
+from search.records.storage import artifact_dir_for
 from tests.cli_helpers import assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from search.driver.runner import RunOptions, run_study
 from search.export import export_study, load_exported
 from search.retrain import RetrainOptions, retrain
-from search.runner import RunOptions, run_study
-from search.spec import load_study_spec
+from search.study.spec import load_study_spec
 
 CASES = {
     "xgboost_defaults": ({"resize": 32, "crop": 16, "n_estimators": 10}, "model.json"),

@@ -20,8 +20,8 @@ from objectives.mlp import MLP, Config, fit
 from objectives.mlp_lanes import LaneEnd, LaneTask, _Lane, _Pack, pack_key, train_lanes
 from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime
-from search.liveness import OWNER_ATTR
-from search.storage import open_storage
+from search.records.liveness import OWNER_ATTR
+from search.records.storage import open_storage
 from tests.cli_helpers import REPO, run_cli
 
 QUICK = {"train_fraction": 0.05}

@@ -14,8 +14,8 @@ import yaml
 
 from objectives.errors import ConfigError
 from objectives.runtime import Runtime
-from search.preflight import Searched, combinations, preflight
-from search.spec import SPACES_DIR, load_study_spec
+from search.study.preflight import Searched, combinations, preflight
+from search.study.spec import SPACES_DIR, load_study_spec
 from tests.cli_helpers import REPO, assert_one_line_error
 
 

@@ -23,16 +23,16 @@ from optuna_dashboard import get_note
 
 from objectives.errors import ConfigError, DivergedError
 from reports.data import StudyStore
-from search.notes import (
+from search.driver.runner import RunOptions, run_study
+from search.records.provenance import study_commands
+from search.study.notes import (
     NOTE_RUNS,
     made_with,
     study_note,
     trial_note,
     trial_outcome,
 )
-from search.provenance import study_commands
-from search.runner import RunOptions, run_study
-from search.spec import load_study_spec
+from search.study.spec import load_study_spec
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = Path(__file__).resolve().parent / "studies"
@@ -166,7 +166,7 @@ def test_old_studies_and_long_histories_of_runs_are_summarised() -> None:
 def test_a_study_made_locally_and_on_ray_records_both(data_dir: Path, tmp_path: Path) -> None:
     import ray
 
-    from search.ray_backend import RayOptions, run_study_ray
+    from search.backends.ray_tune import RayOptions, run_study_ray
 
     spec = load_study_spec(STUDIES / "toy_asha.yaml")
     storage_url = f"sqlite:///{tmp_path / 'studies.db'}"

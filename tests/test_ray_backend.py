@@ -20,9 +20,9 @@ import pytest
 import ray  # the optional "ray" extra; CI installs it (make setup), so these tests always run
 from optuna.trial import TrialState
 
-from search.ray_backend import RayOptions, run_study_ray
-from search.runner import RunOptions, run_study
-from search.spec import load_study_spec
+from search.backends.ray_tune import RayOptions, run_study_ray
+from search.driver.runner import RunOptions, run_study
+from search.study.spec import load_study_spec
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = Path(__file__).resolve().parent / "studies"

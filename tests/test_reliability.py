@@ -21,8 +21,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.liveness import HEARTBEAT_ATTR, OWNER_ATTR, Owner
-from search.storage import open_storage
+from search.records.liveness import HEARTBEAT_ATTR, OWNER_ATTR, Owner
+from search.records.storage import open_storage
 from tests.cli_helpers import REPO, assert_one_line_error, run_cli
 
 POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES",
@@ -64,10 +64,10 @@ def _assert_each_point_once(trials: list[optuna.trial.FrozenTrial], points: int)
 
 CLAIMER = textwrap.dedent("""
     import sys, json
-    from search.claims import TrialDealer
-    from search.liveness import Owner
-    from search.runner import RunOptions, make_dealer
-    from search.spec import load_study_spec
+    from search.driver.claims import TrialDealer
+    from search.records.liveness import Owner
+    from search.driver.runner import RunOptions, make_dealer
+    from search.study.spec import load_study_spec
     url, study_file, name, out = sys.argv[1:]
     spec = load_study_spec(study_file)
     dealer = make_dealer(spec, name, RunOptions(n_trials=1, data_dir=".", storage_url=url),
@@ -86,8 +86,8 @@ def test_two_processes_claiming_at_once_never_share_a_point(tmp_path, kind):
     """Two processes deal a 50-point grid as fast as they can: each point exactly once."""
     import json
 
-    from search.runner import RunOptions, create_or_load_study
-    from search.spec import load_study_spec
+    from search.driver.runner import RunOptions, create_or_load_study
+    from search.study.spec import load_study_spec
 
     url, name = _url(kind, tmp_path), f"claims-{uuid.uuid4().hex[:8]}"
     study_file = _toy_grid(tmp_path, 50)
@@ -269,10 +269,10 @@ def test_kill_9_then_one_more_command_leaves_nothing_running(tmp_path, data_dir,
 
 def test_a_trial_on_another_host_is_failed_only_after_the_grace_period(tmp_path, data_dir,
                                                                       storage_url):
-    from search.claims import TrialDealer
-    from search.liveness import GRACE_PERIOD_S
-    from search.runner import RunOptions, create_or_load_study
-    from search.spec import load_study_spec
+    from search.driver.claims import TrialDealer
+    from search.driver.runner import RunOptions, create_or_load_study
+    from search.records.liveness import GRACE_PERIOD_S
+    from search.study.spec import load_study_spec
 
     spec = load_study_spec(_toy_grid(tmp_path, 3))
     study = create_or_load_study(spec, "grid3", RunOptions(n_trials=1, data_dir=data_dir,
@@ -294,7 +294,7 @@ def test_a_trial_on_another_host_is_failed_only_after_the_grace_period(tmp_path,
 
 
 def test_running_trials_record_heartbeats(tmp_path, data_dir, storage_url):
-    from search import liveness
+    from search.records import liveness
 
     study_file = _toy_grid(tmp_path, 1, sleep_s=0.3, steps=10)
     process = _start(["--study", str(study_file), "--storage", storage_url,

@@ -17,8 +17,8 @@ from objectives.euro_data import NUM_CLASSES
 from reports.build import BuildOptions, build, main
 from reports.data import StudyStore
 from reports.exercise import EXERCISE_FIGURES, Context
-from search.runner import RunOptions, run_study
-from search.spec import SPACES_DIR, parse_study_spec
+from search.driver.runner import RunOptions, run_study
+from search.study.spec import SPACES_DIR, parse_study_spec
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"train_fraction": 0.01, "epochs": 2}

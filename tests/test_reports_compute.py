@@ -31,7 +31,7 @@ from reports.compute import (
     ledger_figure,
 )
 from reports.data import StudyInfo, StudyStore, TrialInfo
-from search.spec import SPACES_DIR
+from search.study.spec import SPACES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--set", "epochs=1", "--set", "train_fraction=0.02"]

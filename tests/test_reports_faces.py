@@ -23,7 +23,7 @@ from reports.build import BuildOptions, build
 from reports.data import StudyStore
 from reports.exercise import Context
 from reports.faces import figure_11, figure_12
-from search.storage import artifact_dir_for, open_storage
+from search.records.storage import artifact_dir_for, open_storage
 
 MODES = ("scratch", "probe", "finetune")
 RATES = (0.01, 0.001, 0.0001)
@@ -158,8 +158,8 @@ def test_a_bad_predictions_artifact_skips_figure_12_and_names_it(storage, data_d
 
 
 def test_figures_from_a_real_tiny_cnn_modes_grid(data_dir, tmp_path, monkeypatch):
-    from search.runner import RunOptions, run_study
-    from search.spec import load_study_spec
+    from search.driver.runner import RunOptions, run_study
+    from search.study.spec import load_study_spec
 
     monkeypatch.setenv("HPSEARCH_OFFLINE", "1")
     url = f"sqlite:///{tmp_path / 'studies.db'}"

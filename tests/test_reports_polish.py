@@ -30,8 +30,8 @@ from reports.export import Exporter
 from reports.faces import figure_11
 from reports.figure import ReportFigure
 from reports.search_plots import TOP_TRIALS, learning_curves, top_trials_table
+from search.records.storage import open_storage
 from search.run import parse_overrides
-from search.storage import open_storage
 from tests.cli_helpers import REPO, run_cli
 
 SET = ["--set", "epochs=1", "--set", "train_fraction=0.01"]

@@ -17,9 +17,9 @@ import pytest
 from reports.build import main
 from reports.data import StudyStore, UnreadableArtifact
 from reports.export import study_folder, study_folders
-from search.runner import RunOptions, run_study
-from search.spec import load_study_spec
-from search.storage import open_storage
+from search.driver.runner import RunOptions, run_study
+from search.records.storage import open_storage
+from search.study.spec import load_study_spec
 
 ESCAPED = "../escaped"
 

@@ -24,9 +24,9 @@ from reports.data import StudyStore, TrialInfo
 from reports.exercise import EXERCISE_FIGURES, LONG_SERIES, Context
 from reports.faces import figure_11
 from reports.search_plots import search_figures, top_trials_table
-from search.runner import RunOptions, run_study
-from search.spec import SPACES_DIR, parse_study_spec
-from search.storage import open_storage
+from search.driver.runner import RunOptions, run_study
+from search.records.storage import open_storage
+from search.study.spec import SPACES_DIR, parse_study_spec
 
 SEEDS = 3
 CLI_STUDIES = ("mlp_lr", "mlp_grid")

@@ -10,10 +10,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.claims import SamplerError, TrialDealer
-from search.liveness import Owner
-from search.spec import parse_study_spec
-from search.storage import open_storage
+from search.driver.claims import SamplerError, TrialDealer
+from search.records.liveness import Owner
+from search.records.storage import open_storage
+from search.study.spec import parse_study_spec
 
 
 class BrokenSampler(optuna.samplers.RandomSampler):

@@ -11,9 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.records.storage import open_storage
 from search.run import main
-from search.spec import PRUNERS, SAMPLERS
-from search.storage import open_storage
+from search.study.spec import PRUNERS, SAMPLERS
 from tests.cli_helpers import assert_one_line_error
 
 # The toy bowl over two floats (CMA-ES needs two or more): each trial takes milliseconds.

@@ -16,7 +16,7 @@ from cli_helpers import QUICK_SET, REPO, assert_one_line_error, run_cli
 from optuna.trial import TrialState
 
 from objectives.reporter import RecordingReporter
-from search.seeds import SeedGroup, seed_statistics
+from search.driver.seeds import SeedGroup, seed_statistics
 
 
 def _study(storage_url: str, name: str) -> optuna.Study:

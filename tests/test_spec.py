@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from objectives.errors import ConfigError
-from search.spec import list_studies, load_study_spec, parse_study_spec
+from search.study.spec import list_studies, load_study_spec, parse_study_spec
 
 BASE = {
     "objective": "mlp", "metric": "val_accuracy", "direction": "maximize",

@@ -6,7 +6,7 @@ the next missing grid point, under the storage's lock) and hands each to an idle
 workers only train, report and tell Optuna how their trial ended, with a heartbeat while it
 runs. A worker that dies has its trial marked FAIL with the reason and is replaced, and its
 ticket goes back, so the run still adds what it was asked for. Workers exit when the parent
-dies; a later command fails the trials they left RUNNING (``search.liveness``). Ctrl-C ends
+dies; a later command fails the trials they left RUNNING (``search.records.liveness``). Ctrl-C ends
 running trials as FAIL, keeps finished ones, and the next run resumes.
 """
 
@@ -34,16 +34,16 @@ from objectives import get_objective
 from objectives.config import config_to_dict
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime, resolve_device
-from search import interrupts
-from search.claims import TrialDealer, hand_over
-from search.components import make_pruner, make_sampler
-from search.lanes import group_for_workers, lane_group_of, pack_cost, run_pack
-from search.liveness import Heartbeat, Owner, watch_parent
-from search.notes import write_study_note
-from search.provenance import data_fingerprint, record_run
-from search.spec import StudySpec
-from search.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage, storage_lock
-from search.trial import TrialRunner
+from search.backends.lanes import group_for_workers, lane_group_of, pack_cost, run_pack
+from search.driver.claims import TrialDealer, hand_over
+from search.driver.trial import TrialRunner
+from search.records import interrupts
+from search.records.liveness import Heartbeat, Owner, watch_parent
+from search.records.provenance import data_fingerprint, record_run
+from search.records.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage, storage_lock
+from search.study.components import make_pruner, make_sampler
+from search.study.notes import write_study_note
+from search.study.spec import StudySpec
 
 Event = tuple[str, dict[str, Any]]
 CLAIM_ATTEMPTS = 4  # a storage error in a claim is retried this often

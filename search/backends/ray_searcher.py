@@ -23,7 +23,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from objectives.errors import HPSearchError
-from search._ray_worker import (
+from search.backends.ray_worker import (
     HPSEARCH_ERROR_ATTR,
     STOP_ATTR,
     TRIAL_ID_KEY,
@@ -32,10 +32,10 @@ from search._ray_worker import (
     WORKER_ERROR_STOPS_KEY,
     WORKER_TRACEBACK_KEY,
 )
-from search.claims import TrialDealer
-from search.liveness import Owner
-from search.spec import StudySpec
-from search.trial import suggest_values
+from search.driver.claims import TrialDealer
+from search.driver.trial import suggest_values
+from search.records.liveness import Owner
+from search.study.spec import StudySpec
 
 DIED_ERROR = ("worker died: the Ray worker running this trial ended (killed, out of memory "
               "or lost node) before the trial did")
@@ -81,7 +81,7 @@ class OptunaAskSearcher(Searcher):
             self.timed_out = True
         if self.error is not None or self.timed_out or self.asked >= self.n_trials:
             return Searcher.FINISHED
-        from search.runner import claim
+        from search.driver.runner import claim
 
         ids: list[int] = []
         try:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-    from search.runner import RunOptions
-    from search.spec import StudySpec
+    from search.driver.runner import RunOptions
+    from search.study.spec import StudySpec
 
 PACKAGES = ("torch", "torchvision", "optuna", "numpy", "scikit-learn", "xgboost", "ray", "timm")
 
@@ -112,8 +112,8 @@ def record_run(study: optuna.Study, spec: StudySpec, options: RunOptions, run_id
     rewrite the study's dashboard note to list them; returns the entry, or None (nothing is
     written for a run that added no trial)."""
     from objectives import get_objective
-    from search.notes import write_study_note
-    from search.storage import storage_lock
+    from search.records.storage import storage_lock
+    from search.study.notes import write_study_note
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

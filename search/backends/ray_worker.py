@@ -26,11 +26,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import Runtime
-from search.claims import hand_over
-from search.liveness import Heartbeat, Owner
-from search.spec import StudySpec
-from search.storage import open_storage
-from search.trial import TrialReporter, TrialRunner
+from search.driver.claims import hand_over
+from search.driver.trial import TrialReporter, TrialRunner
+from search.records.liveness import Heartbeat, Owner
+from search.records.storage import open_storage
+from search.study.spec import StudySpec
 
 TRIAL_ID_KEY = "optuna_trial_id"  # the Tune config key holding the Optuna trial id
 TRIAL_IDS_KEY = "optuna_trial_ids"  # ... or the ids of a pack of lanes
@@ -121,7 +121,7 @@ def run_trial(config: dict[str, Any], setup: WorkerSetup, data: list[Any]) -> No
 
 def _run_pack(study: optuna.Study, runtime: Runtime, setup: WorkerSetup, ids: list[int]) -> None:
     """A pack of lanes in this Ray trial (no refill: the driver deals per Ray trial)."""
-    from search.lanes import run_pack
+    from search.backends.lanes import run_pack
 
     storage = study._storage
     for trial_id in ids:
@@ -176,7 +176,7 @@ def _prepare(setup: WorkerSetup, data: list[Any]) -> tuple[optuna.Study, TrialRu
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if data:
         _preload(setup, data[0])
-    from search.components import make_pruner
+    from search.study.components import make_pruner
 
     inner = make_pruner(setup.spec) if setup.use_study_pruner else optuna.pruners.NopPruner()
     # The driver's sampler already drew every parameter; this one only has to be cheap.

@@ -29,7 +29,7 @@ import yaml
 from objectives import get_objective
 from objectives.errors import ConfigError
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 STUDY_KEYS = {"description", "objective", "metric", "direction", "fixed", "space", "grid",

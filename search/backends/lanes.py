@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 
 from objectives import get_objective
 from objectives.errors import HPSearchError
-from search.liveness import Heartbeat
-from search.spec import StudySpec
-from search.trial import TrialRunner, suggest_values
+from search.driver.trial import TrialRunner, suggest_values
+from search.records.liveness import Heartbeat
+from search.study.spec import StudySpec
 
 
 def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int], capacity: int,
@@ -43,7 +43,7 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
             pack ends, so no other lane is lost).
         KeyboardInterrupt: the running lanes are recorded as FAIL first.
     """
-    from search.runner import _tell, trial_event  # the same recording as a single trial
+    from search.driver.runner import _tell, trial_event  # the same recording as a single trial
 
     storage = study._storage
     lanes = runner.objective.lanes

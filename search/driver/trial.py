@@ -25,10 +25,10 @@ from objectives import get_objective
 from objectives.config import config_to_dict
 from objectives.errors import DivergedError, HPSearchError
 from objectives.runtime import Runtime
-from search.notes import trial_outcome, write_trial_note
-from search.provenance import provenance
-from search.seeds import SeedGroup
-from search.spec import ParamSpec, StudySpec
+from search.driver.seeds import SeedGroup
+from search.records.provenance import provenance
+from search.study.notes import trial_outcome, write_trial_note
+from search.study.spec import ParamSpec, StudySpec
 
 GRID_POINT_PARAM = "point"
 

@@ -23,7 +23,7 @@ from typing import Any
 from objectives import Objective, get_objective
 from objectives.errors import ConfigError
 from objectives.runtime import Runtime
-from search.spec import StudySpec
+from search.study.spec import StudySpec
 
 MAX_COMBINATIONS = 1024  # more: each value once, the other searched keys at their first value
 

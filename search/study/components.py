@@ -14,8 +14,8 @@ from typing import Any
 import optuna
 
 from objectives.errors import ConfigError
-from search.spec import StudySpec
-from search.trial import grid_search_space
+from search.driver.trial import grid_search_space
+from search.study.spec import StudySpec
 
 # sampler -> (module it imports lazily, the pip package that provides it)
 SAMPLER_PACKAGES = {"cmaes": ("cmaes", "cmaes"), "qmc": ("scipy.stats.qmc", "scipy")}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from objectives.errors import ConfigError
-from search.spec import StudySpec
+from search.study.spec import StudySpec
 
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_t", "brackets")
 SCHEDULERS = ("asha", "none")
@@ -94,7 +94,7 @@ def check_ray_run(spec: StudySpec, options: Any, ray_options: RayOptions
     """Refuse a Ray run that could only fail later (bad resources, scheduler, device, lanes
     with ASHA, no Ray installed); return the scheduler settings, the workers' device and the
     Optuna trials per Ray trial. The CLI calls it before it prints anything."""
-    from search.runner import check_run_options, resolve_lanes
+    from search.driver.runner import check_run_options, resolve_lanes
 
     check_run_options(options)
     check_ray_options(ray_options)
@@ -123,9 +123,7 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
     """
     import ray
 
-    from search.provenance import record_run
-    from search.run import absolute_storage_url
-    from search.runner import (
+    from search.driver.runner import (
         _Progress,
         _summarise,
         create_or_load_study,
@@ -133,7 +131,9 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
         make_dealer,
         report_stale,
     )
-    from search.storage import artifact_dir_for
+    from search.records.provenance import record_run
+    from search.records.storage import artifact_dir_for
+    from search.run import absolute_storage_url
 
     settings, device, lanes = check_ray_run(spec, options, ray_options)
     # Each Ray trial runs in a working folder of its own: a relative SQLite or journal path
@@ -210,8 +210,8 @@ def _fit(spec: StudySpec, options: Any, ray_options: RayOptions, settings: dict[
     import ray
     from ray import tune
 
-    from search._ray_searcher import CooperativeASHA, OptunaAskSearcher
-    from search._ray_worker import WorkerSetup, run_trial
+    from search.backends.ray_searcher import CooperativeASHA, OptunaAskSearcher
+    from search.backends.ray_worker import WorkerSetup, run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = dealer.study

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from objectives.errors import DivergedError
-from search.provenance import COMMANDS_ATTR
+from search.records.provenance import COMMANDS_ATTR
 
 if TYPE_CHECKING:
     import optuna
 
-    from search.spec import StudySpec
+    from search.study.spec import StudySpec
 
 NOTE_RUNS = 20  # the most recent runs listed in a study note
 VALUE_CHARS = 60  # longer config values are cut in the trial note's table

@@ -3,8 +3,8 @@
 Every backend asks the dealer for its next trial (the local runner's parent process, the Ray
 driver); workers only train and report. Each claim runs under the storage's machine-wide lock
 (``storage_lock``), so several commands on one storage never claim the same grid point, and it
-first fails the stale RUNNING trials of dead processes (``search.liveness``), so their points
-run again.
+first fails the stale RUNNING trials of dead processes (``search.records.liveness``), so their
+points run again.
 
 A grid study is run from its missing points, not with Optuna's ``GridSampler`` (which counts
 FAIL as done and shuffles its grid with the sampler seed): a point is done when a COMPLETE or
@@ -29,10 +29,10 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import get_objective
 from objectives.config import config_to_dict
 from objectives.errors import HPSearchError
-from search.liveness import OWNER_ATTR, Owner, stale_reason
-from search.spec import StudySpec
-from search.storage import storage_lock
-from search.trial import grid_search_space, suggest_values
+from search.driver.trial import grid_search_space, suggest_values
+from search.records.liveness import OWNER_ATTR, Owner, stale_reason
+from search.records.storage import storage_lock
+from search.study.spec import StudySpec
 
 STALE_ERROR = "worker died: {reason} before the trial ended"
 
