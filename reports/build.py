@@ -38,7 +38,14 @@ from optuna.exceptions import StorageInternalError
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import resolve_data_dir
 from reports.commands import continue_command, run_command, study_recipe
-from reports.compute import GRID_STUDY, SEARCH_STUDY, compare, comparison_figure, ledger_figure
+from reports.compute import (
+    COUNTED,
+    GRID_STUDY,
+    SEARCH_STUDY,
+    compare,
+    comparison_figure,
+    ledger_figure,
+)
 from reports.dashboard import Attached, attach
 from reports.data import StudyInfo, StudyStore, UnreadableArtifact
 from reports.exercise import EXERCISE_FIGURES, Context, ExerciseFigure
@@ -170,7 +177,8 @@ def build(options: BuildOptions) -> BuildResult:
         if studies[name] is None:
             continue
         figures, skipped = search_figures(store.study(name), studies[name])
-        figures.append(ledger_figure(studies[name]))
+        if any(trial.state in COUNTED for trial in studies[name].trials):  # compute to show
+            figures.append(ledger_figure(studies[name]))
         if name == SEARCH_STUDY and studies.get(GRID_STUDY) is not None:
             figures.append(comparison_figure(studies[GRID_STUDY], studies[name]))
         sections[name].search = [exporter.add(folders[name], item) for item in figures]

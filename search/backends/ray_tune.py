@@ -6,7 +6,7 @@ and ``CooperativeASHA`` (or no scheduler) decides which trials stop early. Resul
 the Optuna storage exactly as with local processes. Ray starts locally for the run, or
 ``address`` joins an existing cluster. The data set is loaded once in the driver and put in
 Ray's object store; each worker process fetches it once and hands it to the objective's
-loader. Only this module and ``search/_ray_*.py`` import ray.
+loader. Only this module, ``ray_searcher`` and ``ray_worker`` import ray.
 """
 
 from __future__ import annotations
