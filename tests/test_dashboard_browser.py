@@ -9,15 +9,14 @@ test's temporary folder (their paths are printed; see them with ``pytest -s``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import dashboard_server
 from small_study import STUDY, make_small_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,24 +48,8 @@ def attached(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 def dashboard_url(attached: tuple[str, list[str]]) -> Iterator[str]:
     """A dashboard serving the study, on a free port of 127.0.0.1 (read-only, the default)."""
     storage_url = attached[0]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "search.dashboard", "--storage", storage_url, "--port", "0"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.append(server.stdout.readline()),
-                                  daemon=True)
-        reader.start()
-        reader.join(timeout=60)
-        assert lines and lines[0].startswith("optuna-dashboard on http://127.0.0.1:"), lines
-        yield lines[0].split()[2]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with dashboard_server(storage_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

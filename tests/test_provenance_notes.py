@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_helpers import dashboard_server
 from optuna_dashboard import get_note
 
 from objectives.errors import ConfigError, DivergedError
@@ -198,24 +196,8 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 @pytest.fixture
 def dashboard(made_twice) -> Iterator[str]:
     """The dashboard on the study made twice, on a free port."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "search.dashboard", "--storage", made_twice["storage_url"],
-         "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.append(server.stdout.readline()),
-                                  daemon=True)
-        reader.start()
-        reader.join(timeout=60)
-        assert lines and lines[0].startswith("optuna-dashboard on http://"), lines
-        yield lines[0].split()[2]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with dashboard_server(made_twice["storage_url"]) as url:
+        yield url
 
 
 def test_the_dashboard_shows_the_trial_note_with_its_previews(dashboard: str,
