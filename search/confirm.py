@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.errors import ConfigError, HPSearchError
 from objectives.runtime import resolve_data_dir
 from search.driver.trial import GRID_POINT_PARAM, point_label
-from search.records.storage import DEFAULT_STORAGE, open_storage
+from search.records.storage import DEFAULT_STORAGE, open_storage, require_existing_storage
 from search.study.spec import StudySpec, parse_study_spec
 
 CONFIRM_SUFFIX = ".confirm"
@@ -146,6 +146,7 @@ def confirm(args: argparse.Namespace, command: str) -> int:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
     if args.seeds < 2:
         raise ConfigError(f"--seeds must be at least 2 for a confidence bound, got {args.seeds}")
+    require_existing_storage(args.storage)  # opening a missing file would create it
     storage = open_storage(args.storage)
     names = optuna.get_all_study_names(storage)
     if args.study not in names:

@@ -179,8 +179,15 @@ def test_confirm_retrains_the_best_over_fresh_seeds(tmp_path: Path, data_dir: Pa
     assert list(document["seeds"]["per_seed"]) == [1, 2, 3, 4]
 
 
-def test_confirm_refuses_a_missing_study(storage_url: str) -> None:
+def test_confirm_refuses_a_missing_study(storage_url: str, tmp_path: Path) -> None:
+    optuna.create_study(study_name="other", storage=storage_url)
     result = subprocess.run(
         [sys.executable, "-m", "search.confirm", "--study", "nope", "--storage", storage_url],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert_one_line_error(result, "no study 'nope'")
+    missing = tmp_path / "missing.db"  # a storage file that is not there is not created
+    result = subprocess.run(
+        [sys.executable, "-m", "search.confirm", "--study", "nope", "--storage",
+         f"sqlite:///{missing}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "missing.db")
+    assert not missing.exists()
