@@ -151,6 +151,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict
     batch_losses: list[np.ndarray] = []
     metrics: dict[str, float] = {}
     history: dict[str, list[float]] = {}
+    stopped = False  # the reporter ended the run before its last epoch
     for epoch in range(config.epochs):
         start = time.perf_counter()
         model.train()
@@ -198,7 +199,8 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict
         reporter.report(epoch, metrics)
         for key, value in metrics.items():
             history.setdefault(key, []).append(value)
-        if reporter.should_stop():
+        stopped = reporter.should_stop()
+        if stopped:
             break
 
     all_losses = np.concatenate(batch_losses)
@@ -207,7 +209,8 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> tuple[MLP, dict
     reporter.save_artifact("decision_boundary.npz", _npz(boundary))
     ledger.add(evaluated=BOUNDARY_GRID ** 2)
     reporter.log("compute", ledger.as_dict())
-    _save_previews(reporter, history, all_losses, boundary)
+    if runtime.draws_previews(stopped):
+        _save_previews(reporter, history, all_losses, boundary)
     return model, {key: metrics[key] for key in METRICS}
 
 

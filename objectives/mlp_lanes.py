@@ -130,7 +130,7 @@ def train_lanes(tasks: Sequence[LaneTask], runtime: Runtime, on_end: Callable[[L
                 continue
             key = pack_key(task.config, lane.in_features)
             if key not in packs:
-                packs[key] = _Pack(key, data, device)
+                packs[key] = _Pack(key, data, runtime)
             packs[key].add(lane)
 
     add(tasks)
@@ -201,11 +201,12 @@ class _Lane:
 class _Pack:
     """Lanes of one pack key as one batched model, trained one epoch at a time."""
 
-    def __init__(self, key: tuple[Any, ...], data: EuroData, device: torch.device):
+    def __init__(self, key: tuple[Any, ...], data: EuroData, runtime: Runtime):
         (features, standardize, _, _, self.batch_size, self.optimizer, self.batch_norm,
          _, self.width) = key
         self.data = data
-        self.device = device
+        self.runtime = runtime
+        self.device = device = torch.device(runtime.device)
         config = Config(features=features, standardize=standardize)
         mean, std = _standardizer(data, config)
         x_all = np.concatenate([data.x_train, data.x_val])
@@ -311,7 +312,8 @@ class _Pack:
             lane.reporter.save_artifact("decision_boundary.npz", _npz(boundary))
             lane.ledger.add(evaluated=BOUNDARY_GRID ** 2)
             lane.reporter.log("compute", lane.ledger.as_dict())
-            _save_previews(lane.reporter, lane.history, all_losses, boundary)
+            if self.runtime.draws_previews(stopped=lane.epoch < lane.config.epochs):
+                _save_previews(lane.reporter, lane.history, all_losses, boundary)
         except Exception as exc:
             return LaneEnd(lane.task, error=exc)
         return LaneEnd(lane.task, metrics={key: lane.metrics[key] for key in METRICS},

@@ -165,6 +165,7 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
         y_train = torch.cat([y_train, data["val"][1]])
     metrics: dict[str, float] = {}
     history: dict[str, list[float]] = {}  # per-epoch metrics, for the previews
+    stopped = False  # the reporter ended the run before its last epoch
     test_probs = np.zeros(0)
     # A probe's frozen backbone runs forward only (its gradients stop at the head); cached
     # features count the head alone (their one-time extraction is not counted).
@@ -209,13 +210,15 @@ def fit(config: Config, reporter: Reporter, runtime: Runtime) -> Fitted:
         reporter.report(epoch, metrics)
         for key, value in metrics.items():
             history.setdefault(key, []).append(value)
-        if reporter.should_stop():
+        stopped = reporter.should_stop()
+        if stopped:
             break
 
     record_test_predictions(reporter, paths, data["test"][1].numpy(), test_probs)
     reporter.log("compute", ledger.as_dict())
-    _save_previews(reporter, history, runtime.data_dir, paths, data["test"][1].numpy(),
-                   test_probs)
+    if runtime.draws_previews(stopped):
+        _save_previews(reporter, history, runtime.data_dir, paths, data["test"][1].numpy(),
+                       test_probs)
     return Fitted(model=model, metrics={k: metrics[k] for k in METRICS}, test_probs=test_probs)
 
 

@@ -17,11 +17,27 @@ class Runtime:
         data_dir: Folder holding ``euro/`` and ``faces/``; see ``resolve_data_dir``.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``resolve_device`` turns ``"auto"`` into one.
         cache_dir: Where decoded images and backbone features are cached between trials.
+        previews: Which runs draw PNG previews (see ``draws_previews``): ``"all"``,
+            ``"finished"`` (not those the reporter stopped early) or ``"none"``. The raw
+            arrays the report figures use are saved either way.
     """
 
     data_dir: Path
     device: str = "cpu"
     cache_dir: Path = Path(".cache")
+    previews: str = "all"
+
+    def draws_previews(self, stopped: bool) -> bool:
+        """Whether a run that ended this way draws its PNG previews.
+
+        A preview costs about 0.3 s of CPU per trial (README, "What a trial records"): nothing
+        next to a 50-epoch trial, a fifth of a one-second one. Pruned trials are most of a
+        search and rarely looked at, so ``finished`` skips them.
+        """
+        return self.previews == "all" or (self.previews == "finished" and not stopped)
+
+
+PREVIEWS = ("all", "finished", "none")  # the values of Runtime.previews
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:

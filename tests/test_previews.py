@@ -145,3 +145,90 @@ def test_a_reused_figure_draws_what_a_fresh_one_draws() -> None:
     thread.join()
     previews.curves_png({"a": 10 ** -np.linspace(0, 3, 100), "b": [1.0] * 50}, "log", "x", "y")
     assert previews.curves_png(series, "loss per epoch", "epoch", "loss") == fresh[0]
+
+
+class StopAfter(RecordingReporter):
+    """A recording reporter that asks to stop after ``steps`` reports (a pruned trial)."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.stop_after = steps
+
+    def should_stop(self) -> bool:
+        return len(self.steps) >= self.stop_after
+
+
+PNGS = {"loss_curves.png", "accuracy_curves.png", "batch_losses.png", "decision_boundary.png"}
+RAW = {"batch_losses.npy", "decision_boundary.npz"}
+
+
+@pytest.mark.parametrize(("policy", "stop_after", "drawn"), [
+    ("all", 1, True), ("finished", 1, False), ("finished", 99, True), ("none", 99, False)])
+def test_the_previews_policy_decides_which_runs_draw(data_dir: Path, policy: str,
+                                                     stop_after: int, drawn: bool) -> None:
+    """``finished`` skips the runs the reporter stopped early (pruned trials); ``none`` skips
+    all. The raw arrays the report figures read are saved whatever the policy."""
+    from objectives.mlp import Config, fit
+
+    torch.set_num_threads(1)
+    reporter = StopAfter(stop_after)
+    fit(Config(depth=2, width=16, epochs=2, batch_size=512, train_fraction=0.1), reporter,
+        Runtime(data_dir=data_dir, device="cpu", previews=policy))
+    assert len(reporter.steps) == min(stop_after, 2)
+    assert set(reporter.artifacts) >= RAW
+    assert (set(reporter.artifacts) >= PNGS) if drawn else not PNGS & set(reporter.artifacts)
+
+
+def test_lanes_follow_the_previews_policy_per_lane(data_dir: Path) -> None:
+    """In one pack under ``finished``, the lane stopped early draws nothing and the lane that
+    ran its epochs draws its four previews."""
+    from objectives.mlp import Config
+    from objectives.mlp_lanes import LaneTask, train_lanes
+
+    torch.set_num_threads(1)
+    config = Config(depth=2, width=16, epochs=3, batch_size=512, train_fraction=0.1)
+    stopped, finished = StopAfter(1), StopAfter(99)
+    ends = []
+    train_lanes([LaneTask(config, stopped), LaneTask(config, finished)],
+                Runtime(data_dir=data_dir, device="cpu", previews="finished"), ends.append)
+    assert [end.error for end in ends] == [None, None]
+    assert (len(stopped.steps), len(finished.steps)) == (1, 3)
+    assert set(stopped.artifacts) >= RAW and not PNGS & set(stopped.artifacts)
+    assert set(finished.artifacts) >= RAW | PNGS
+
+
+def test_a_study_run_with_previews_none_keeps_the_raw_arrays_and_says_so(
+        data_dir: Path, storage_url: str) -> None:
+    import optuna
+    from optuna_dashboard import get_note
+
+    from search.driver.runner import RunOptions, run_study
+    from search.study.spec import load_study_spec
+
+    spec = load_study_spec("mlp_demo").with_overrides(fixed={"epochs": 2}, previews="none")
+    run_study(spec, RunOptions(n_trials=2, data_dir=data_dir, storage_url=storage_url,
+                               device="cpu", seed=1, progress=False, lanes=2))
+    study = optuna.load_study(study_name="mlp_demo", storage=storage_url)
+    for frozen in study.trials:
+        artifacts = set(frozen.user_attrs["artifacts"])
+        assert artifacts >= RAW and not any(name.endswith(".png") for name in artifacts)
+        note = get_note(optuna.Trial(study, frozen._trial_id))
+        assert "No PNG previews: this run drew them for no trial" in note
+
+
+@pytest.mark.parametrize("where", ["file", "flag"])
+def test_a_bad_previews_value_is_one_line(where: str, tmp_path: Path) -> None:
+    import yaml
+
+    from objectives.errors import ConfigError
+    from search.study.spec import load_study_spec
+
+    if where == "flag":
+        with pytest.raises(ConfigError, match=r"--previews must be one of all, finished, none"):
+            load_study_spec("mlp_demo").with_overrides(previews="some")
+        return
+    study = yaml.safe_load((Path(__file__).parents[1] / "spaces" / "mlp_demo.yaml").read_text())
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump({**study, "previews": True}))
+    with pytest.raises(ConfigError, match=r"'previews' must be one of all, finished, none"):
+        load_study_spec(str(path))

@@ -191,7 +191,8 @@ def _prepare(setup: WorkerSetup, data: list[Any]) -> tuple[optuna.Study, TrialRu
                           "open the same storage; on a cluster use a database server "
                           "(--storage postgresql://...) or a file on a disk all nodes share"
                           ) from None
-    runtime = Runtime(data_dir=setup.data_dir, device=setup.device, cache_dir=setup.cache_dir)
+    runtime = Runtime(data_dir=setup.data_dir, device=setup.device, cache_dir=setup.cache_dir,
+                      previews=setup.spec.previews)
     runner = _TuneTrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id,
                               command=setup.command, backend="ray")
     _PROCESS.clear()  # a reused process keeps only the current run

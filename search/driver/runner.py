@@ -311,7 +311,8 @@ def open_worker(work: _Work) -> tuple[optuna.Study, TrialRunner]:
                               sampler=optuna.samplers.RandomSampler(),
                               pruner=make_pruner(work.spec))
     interrupts.protect_storage(study._storage)  # Ctrl-C never cuts a write in half
-    runtime = Runtime(data_dir=work.data_dir, device=work.device, cache_dir=work.cache_dir)
+    runtime = Runtime(data_dir=work.data_dir, device=work.device, cache_dir=work.cache_dir,
+                      previews=work.spec.previews)
     return study, TrialRunner(work.spec, runtime, work.artifact_dir, work.run_id,
                               command=work.command)
 

@@ -125,10 +125,10 @@ def trial_outcome(spec: StudySpec, metrics: Mapping[str, float] | None,
 
 def trial_note(number: int, outcome: str, config: Mapping[str, Any], searched: Collection[str],
                metrics: Mapping[str, float] | None, previews: Sequence[tuple[str, str]],
-               made_by: Mapping[str, Any]) -> str:
+               made_by: Mapping[str, Any], previews_policy: str = "all") -> str:
     """The Markdown note of one trial: how it ended, its config (searched keys in bold) and
     final metrics as tables, its previews (``(name, url)`` pairs) as images, and what made
-    it."""
+    it. A trial without previews because of the study's ``previews_policy`` says so."""
     lines = [f"### Trial {number}: {outcome}", "", "| setting | value |", "|---|---|"]
     # The searched keys first (what tells trials apart), then the fixed ones.
     for key in sorted(config, key=lambda k: k not in searched):
@@ -139,6 +139,11 @@ def trial_note(number: int, outcome: str, config: Mapping[str, Any], searched: C
         lines += [f"| {key} | {_number(value)} |" for key, value in metrics.items()]
     for name, url in previews:
         lines += ["", f"![{name}]({url})"]
+    if not previews and previews_policy != "all":
+        drawn_for = ("no trial" if previews_policy == "none"
+                     else "finished trials only, not pruned ones")
+        lines += ["", f"No PNG previews: this run drew them for {drawn_for} (`--previews "
+                  "all` draws every trial's); the raw arrays are among the artifacts."]
     made = [f"`{made_by['command']}`" if made_by.get("command") else None,
             f"({made_by['backend']})" if made_by.get("backend") else None,
             f"on {made_by['device']}" if made_by.get("device") else None,
@@ -166,7 +171,7 @@ def write_trial_note(trial: optuna.Trial, spec: StudySpec, artifacts: Mapping[st
                  get_artifact_path(trial, artifacts[name])) for name in preview_names(artifacts)]
     body = trial_note(trial.number, outcome, attrs.get("config") or {},
                       set(spec.searched_keys()), metrics, previews,
-                      attrs.get("provenance") or {})
+                      attrs.get("provenance") or {}, previews_policy=spec.previews)
     save_new_note(trial, body)
 
 

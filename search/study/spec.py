@@ -28,12 +28,14 @@ import yaml
 
 from objectives import get_objective
 from objectives.errors import ConfigError
+from objectives.runtime import PREVIEWS
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 STUDY_KEYS = {"description", "objective", "metric", "direction", "fixed", "space", "grid",
-              "grid_points", "sampler", "pruner", "trials", "scheduler", "seeds", "aggregate"}
+              "grid_points", "sampler", "pruner", "trials", "scheduler", "seeds", "aggregate",
+              "previews"}
 AGGREGATES = ("mean", "lcb")  # a trial over seeds: its value is the mean or the lower bound
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 
@@ -79,6 +81,7 @@ class StudySpec:
     path: Path | None = None
     seeds: int = 1  # each trial trains its config over seeds seed, seed+1, ...
     aggregate: str = "mean"  # a trial's value over its seeds: "mean" or "lcb"
+    previews: str = "finished"  # which trials draw PNG previews: all, finished or none
 
     @property
     def is_grid(self) -> bool:
@@ -93,9 +96,10 @@ class StudySpec:
 
     def with_overrides(self, *, fixed: Mapping[str, Any] | None = None,
                        sampler: str | None = None, pruner: str | None = None,
-                       seeds: int | None = None, aggregate: str | None = None) -> StudySpec:
+                       seeds: int | None = None, aggregate: str | None = None,
+                       previews: str | None = None) -> StudySpec:
         """A copy with ``--set`` values merged into ``fixed``, sampler/pruner replaced and
-        ``--seeds``/``--aggregate`` applied."""
+        ``--seeds``/``--aggregate``/``--previews`` applied."""
         import dataclasses
 
         source = f"{self.path or self.name} (--set)"
@@ -116,6 +120,8 @@ class StudySpec:
             changes["seeds"] = _check_seeds(seeds, "--seeds", merged, self.objective)
         if aggregate is not None:
             changes["aggregate"] = _check_aggregate(aggregate, "--aggregate")
+        if previews is not None:
+            changes["previews"] = _check_previews(previews, "--previews")
         if changes.get("sampler") and changes["sampler"].name != "grid" and self.is_grid:
             raise ConfigError(f"--sampler {sampler} does not apply to {self.name}: it is a grid, "
                               "run point by point; for a search over these values copy the "
@@ -239,11 +245,13 @@ def parse_study_spec(raw: Mapping[str, Any], *, name: str, path: Path | None = N
         raise ConfigError(f"{where}: 'scheduler' must be a mapping (Ray ASHA settings)")
     seeds = _check_seeds(raw.get("seeds", 1), f"{where}: 'seeds'", fixed, objective.name)
     aggregate = _check_aggregate(raw.get("aggregate", "mean"), f"{where}: 'aggregate'")
+    previews = _check_previews(raw.get("previews", "finished"), f"{where}: 'previews'")
     return StudySpec(
         name=name, description=str(raw.get("description", "")).strip(),
         objective=objective.name, metric=metric, direction=direction, fixed=dict(fixed),
         space=space, grid=grid, grid_points=grid_points, sampler=sampler, pruner=pruner,
         trials=trials, scheduler=dict(scheduler), path=path, seeds=seeds, aggregate=aggregate,
+        previews=previews,
     )
 
 
@@ -265,6 +273,13 @@ def _check_seeds(value: Any, where: str, fixed: Mapping[str, Any], objective: st
 def _check_aggregate(value: Any, where: str) -> str:
     if value not in AGGREGATES:
         raise ConfigError(f"{where} must be one of {', '.join(AGGREGATES)}, got {value!r}")
+    return str(value)
+
+
+def _check_previews(value: Any, where: str) -> str:
+    if value not in PREVIEWS:
+        raise ConfigError(f"{where} must be one of {', '.join(PREVIEWS)} (which trials draw "
+                          f"PNG previews), got {value!r}")
     return str(value)
 
 
