@@ -40,7 +40,7 @@ def peak_child_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def same_shape(data_dir: Path, device: str, epochs: int, lanes: int) -> None:
+def same_shape(data_dir: Path, device: str, epochs: int, lanes: int, previews: str) -> None:
     import torch
 
     from objectives.mlp import Config, fit
@@ -49,7 +49,7 @@ def same_shape(data_dir: Path, device: str, epochs: int, lanes: int) -> None:
     from objectives.runtime import Runtime
 
     torch.set_num_threads(1)
-    runtime = Runtime(data_dir=data_dir, device=device)
+    runtime = Runtime(data_dir=data_dir, device=device, previews=previews)
     configs = [Config(depth=6, width=16, epochs=epochs, seed=seed) for seed in range(lanes)]
     singles = min(4, lanes)  # one at a time is slow: time a few, the rate is per trial
     start = time.perf_counter()
@@ -59,7 +59,8 @@ def same_shape(data_dir: Path, device: str, epochs: int, lanes: int) -> None:
     start = time.perf_counter()
     train_lanes([LaneTask(c, RecordingReporter()) for c in configs], runtime, lambda end: None)
     lanes_s = (time.perf_counter() - start) / lanes
-    print(f"same-shape: {lanes} x d6 w16, {epochs} epochs, full data, 1 thread, {device}")
+    print(f"same-shape: {lanes} x d6 w16, {epochs} epochs, full data, 1 thread, {device}, "
+          f"previews {previews}")
     print(f"  one at a time: {3600 / single_s:8.0f} trials/h ({single_s:.2f} s per trial, "
           f"{singles} timed)")
     print(f"  {lanes} lanes:      {3600 / lanes_s:8.0f} trials/h ({lanes_s:.2f} s per trial)")
@@ -125,6 +126,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=2, help="same-shape: epochs per trial")
     parser.add_argument("--lanes", type=int, default=32, help="same-shape: lanes")
+    parser.add_argument("--previews", choices=["all", "none"], default="all",
+                        help="same-shape: whether both sides draw the PNG previews")
     parser.add_argument("--search-trials", type=int, default=200)
     parser.add_argument("--search-budget", type=float, default=300.0,
                         help="search: seconds each side may start trials")
@@ -132,7 +135,7 @@ def main() -> int:
     print(f"benchmarks/lanes.py: {load()}")
     with tempfile.TemporaryDirectory(prefix="hpsearch-lanes-") as tmp:
         if "same-shape" in args.parts:
-            same_shape(args.data_dir, args.device, args.epochs, args.lanes)
+            same_shape(args.data_dir, args.device, args.epochs, args.lanes, args.previews)
         if "grid" in args.parts:
             grid(args.data_dir, args.device, Path(tmp))
         if "search" in args.parts:

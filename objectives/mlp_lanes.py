@@ -510,18 +510,19 @@ class _PackState:
         return torch.baddbmm(views["hb", HEAD], x, views["hw", HEAD])
 
     def _batch_norm(self, h: torch.Tensor, layer: int, train: bool) -> torch.Tensor:
+        """Each lane's BatchNorm1d over its own batch, as torch's ``batch_norm`` on the
+        ``[n, K * width]`` view: every (lane, unit) pair is one channel, and the statistics
+        are reduced along memory order (``h.var`` over the middle axis of ``[K, n, width]``
+        was 70% of a BatchNorm pack's step). The running statistics update in place, with
+        the unbiased variance, as ``nn.BatchNorm1d`` does."""
+        k, n, width = h.shape
         running_mean, running_var = self.running[layer]
-        if train:
-            mean = h.mean(1, keepdim=True)
-            var = h.var(1, unbiased=False, keepdim=True)
-            with torch.no_grad():
-                n = h.shape[1]
-                running_mean.lerp_(mean, BN_MOMENTUM)
-                running_var.lerp_(var * (n / max(1, n - 1)), BN_MOMENTUM)
-        else:
-            mean, var = running_mean, running_var
-        normed = (h - mean) * torch.rsqrt(var + BN_EPS)
-        return normed * self.views["g", layer] + self.views["beta", layer]
+        channels = h.transpose(0, 1).reshape(n, k * width)
+        out = F.batch_norm(channels, running_mean.view(-1), running_var.view(-1),
+                           self.views["g", layer].reshape(-1),
+                           self.views["beta", layer].reshape(-1),
+                           training=train, momentum=BN_MOMENTUM, eps=BN_EPS)
+        return out.view(n, k, width).transpose(0, 1)
 
     def grad_norms(self) -> torch.Tensor:
         """Each lane's squared gradient norm of each monitored layer's weight, ``[K, m]``."""

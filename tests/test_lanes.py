@@ -71,7 +71,7 @@ def test_lanes_start_from_the_single_trial_weights(kind, runtime, data_dir):
     for config in PACKS[kind]:
         lane = _Lane(LaneTask(config, RecordingReporter()), data, torch.device("cpu"))
         key = pack_key(config, lane.in_features)
-        packs.setdefault(key, _Pack(key, data, torch.device("cpu"))).add(lane)
+        packs.setdefault(key, _Pack(key, data, runtime)).add(lane)
     assert sum(len(pack.lanes) for pack in packs.values()) == len(PACKS[kind])
     for pack in packs.values():
         assert pack.state is not None
