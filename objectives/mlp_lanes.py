@@ -86,6 +86,18 @@ class LaneEnd:
     error: BaseException | None = None
 
 
+def count_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each lane's number of rows whose target class has the largest logit: ``[K]`` from
+    logits ``[K, n, classes]`` and targets ``[K, n]``.
+
+    ``(logits.argmax(-1) == target).sum(1)`` but 7x faster on a CPU (argmax over 33
+    classes does not vectorise; amax does). The two differ only where the target ties with
+    an earlier class for the largest logit, which float logits do not do.
+    """
+    picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return (picked >= logits.amax(-1)).sum(1)
+
+
 def lane_group(config: Config) -> tuple[Any, ...]:
     """The pack a config's lane joins (see ``pack_key``), without loading data."""
     in_features = 2 if config.features == "raw" else 2 * len(IMPLICIT_FREQUENCIES)
@@ -240,12 +252,15 @@ class _Pack:
         losses = torch.empty(k, n_steps, device=self.device)
         correct = torch.zeros(k, device=self.device)
         grad_sums = torch.zeros(k, len(state.monitored), device=self.device)
+        # Every lane's epoch of rows in its own order, gathered at once: one large gather
+        # costs a third of one small gather per step. (index_select on flat rows: advanced
+        # indexing with a 2-D index is 10x slower.)
+        x_epoch = self.x_all.index_select(0, orders.view(-1)).view(k, n_train, -1)
+        y_epoch = self.y_all.index_select(0, orders.view(-1)).view(k, n_train)
         for step, first in enumerate(range(0, n_train, self.batch_size)):
-            rows = orders[:, first:first + self.batch_size].reshape(-1)  # [K * batch]
-            # index_select on flat rows: advanced indexing with a 2-D index is 10x slower.
-            inputs = self.x_all.index_select(0, rows).view(k, -1, self.in_features)
+            inputs = x_epoch[:, first:first + self.batch_size]  # [K, batch, features]
             logits = state.forward(inputs, train=True)
-            targets = self.y_all.index_select(0, rows)
+            targets = y_epoch[:, first:first + self.batch_size].reshape(-1)
             lane_loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), targets,
                                         reduction="none").view(k, -1).mean(1)
             state.flat.grad = None
@@ -254,7 +269,7 @@ class _Pack:
                 grad_sums += state.grad_norms()
             state.step()
             losses[:, step] = lane_loss.detach()
-            correct += (logits.detach().argmax(-1) == targets.view(k, -1)).sum(1)
+            correct += count_hits(logits.detach(), targets.view(k, -1))
         seconds = time.perf_counter() - start
         losses_np = losses.cpu().numpy()
         grad_means = (grad_sums / n_steps).cpu().numpy()
@@ -344,7 +359,7 @@ class _Pack:
                 logits = self.state.forward(inputs, train=False)
                 loss_sum += F.cross_entropy(logits.reshape(-1, NUM_CLASSES), target.reshape(-1),
                                             reduction="none").view(k, -1).sum(1)
-                correct += (logits.argmax(-1) == target).sum(1)
+                correct += count_hits(logits, target)
             # One transfer per split, not one per lane (no host sync per lane on a GPU).
             name = "train_eval" if split == "train" else split
             for i, (loss, hits) in enumerate(zip(loss_sum.tolist(), correct.tolist(),
