@@ -105,11 +105,12 @@ def lane_group(config: Config) -> tuple[Any, ...]:
 
 
 def pack_key(config: Config, in_features: int) -> tuple[Any, ...]:
-    """Lanes with equal keys train in one pack (one batched model)."""
+    """Lanes with equal keys train in one pack (one batched model). BatchNorm is per lane
+    (a lane without it passes its pre-norm activations on), so it does not split packs."""
     residual_first = config.residual and config.width == in_features  # block 0 adds its input
     width = config.width if residual_first else _width_bucket(config.width)
     return (config.features, config.standardize, config.train_fraction, config.train_on,
-            config.batch_size, config.optimizer, config.batch_norm, residual_first, width)
+            config.batch_size, config.optimizer, residual_first, width)
 
 
 def train_lanes(tasks: Sequence[LaneTask], runtime: Runtime, on_end: Callable[[LaneEnd], None],
@@ -214,8 +215,8 @@ class _Pack:
     """Lanes of one pack key as one batched model, trained one epoch at a time."""
 
     def __init__(self, key: tuple[Any, ...], data: EuroData, runtime: Runtime):
-        (features, standardize, _, _, self.batch_size, self.optimizer, self.batch_norm,
-         _, self.width) = key
+        (features, standardize, _, _, self.batch_size, self.optimizer, _,
+         self.width) = key
         self.data = data
         self.runtime = runtime
         self.device = device = torch.device(runtime.device)
@@ -385,7 +386,11 @@ class _PackState:
                  kept: list[int]):
         k, depth, width = len(lanes), pack.depth, pack.width
         self.pack, self.k, self.depth = pack, k, depth
-        self.batch_norm = pack.batch_norm
+        # BatchNorm blocks when any lane has BatchNorm; lanes without it bypass them.
+        self.batch_norm = any(lane.config.batch_norm for lane in lanes)
+        self.all_batch_norm = all(lane.config.batch_norm for lane in lanes)
+        self.bn_lanes = torch.tensor([lane.config.batch_norm for lane in lanes],
+                                     device=pack.device).view(k, 1, 1)
         device = pack.device
         # Shapes of the parameter blocks: per hidden layer weight, bias (and BN gamma, beta),
         # then the head.
@@ -486,7 +491,7 @@ class _PackState:
                 linear = block[0]
                 out[("w", layer)] = linear.weight.T.to(self.pack.device)
                 out[("b", layer)] = linear.bias.view(1, -1).to(self.pack.device)
-                if self.batch_norm:
+                if lane.config.batch_norm:
                     out[("g", layer)] = block[1].weight.view(1, -1).to(self.pack.device)
                     out[("beta", layer)] = block[1].bias.view(1, -1).to(self.pack.device)
             out[("hw", HEAD)] = lane.model.head.weight.T.to(self.pack.device)
@@ -515,7 +520,8 @@ class _PackState:
         for layer in range(self.depth):
             h = torch.baddbmm(views["b", layer], x, views["w", layer])
             if self.batch_norm:
-                h = self._batch_norm(h, layer, train)
+                normed = self._batch_norm(h, layer, train)
+                h = normed if self.all_batch_norm else torch.where(self.bn_lanes, normed, h)
             h = torch.relu(h)
             # Residual lanes add their input; at layer 0 only where width == in_features.
             if (layer > 0 and self.any_residual) or (layer == 0 and h.shape == x.shape):
@@ -594,7 +600,7 @@ class _PackState:
                 w = self.view("w", layer)[i, :linear.in_features, :linear.out_features]
                 linear.weight.copy_(w.T)
                 linear.bias.copy_(self.view("b", layer)[i, 0, :linear.out_features])
-                if self.batch_norm:
+                if lane.config.batch_norm:
                     bn = block[1]
                     bn.weight.copy_(self.view("g", layer)[i, 0, :bn.num_features])
                     bn.bias.copy_(self.view("beta", layer)[i, 0, :bn.num_features])

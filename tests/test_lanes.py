@@ -29,6 +29,11 @@ PACKS = {
     "plain": [Config(seed=1, **QUICK), Config(seed=2, lr=0.01, weight_decay=0.01, **QUICK)],
     "batchnorm": [Config(seed=1, batch_norm=True, **QUICK),
                   Config(seed=2, batch_norm=True, depth=3, width=8, **QUICK)],
+    # BatchNorm is per lane: lanes with and without it share one pack.
+    "batchnorm_mixed": [Config(seed=1, batch_norm=True, **QUICK),
+                        Config(seed=13, depth=3, **QUICK),
+                        Config(seed=14, batch_norm=True, depth=3, width=8, residual=True,
+                               **QUICK)],
     "residual": [Config(seed=3, residual=True, depth=4, **QUICK),
                  Config(seed=4, residual=False, depth=4, **QUICK)],
     "implicit": [Config(seed=5, features="implicit", **QUICK),
@@ -73,6 +78,8 @@ def test_lanes_start_from_the_single_trial_weights(kind, runtime, data_dir):
         key = pack_key(config, lane.in_features)
         packs.setdefault(key, _Pack(key, data, runtime)).add(lane)
     assert sum(len(pack.lanes) for pack in packs.values()) == len(PACKS[kind])
+    if kind == "batchnorm_mixed":
+        assert len(packs) == 1  # one batched model for the lanes with and without BatchNorm
     for pack in packs.values():
         assert pack.state is not None
         for i, lane in enumerate(pack.lanes):
