@@ -4,7 +4,9 @@
 the shared storage (the study's own sampler draws its parameters, or the next missing grid
 point is taken), so local and Ray runs mix in one study. Workers
 tell Optuna how their trial ended; ``on_trial_complete`` only sweeps what a dead worker left
-RUNNING, and reports each finished trial to the progress bar.
+RUNNING, and reports each finished trial to the progress bar. With lanes, a Tune trial is a
+pack of Optuna trials, and when its lanes end the worker reports its free lanes: the searcher
+deals that many more into the running pack (see ``ray_worker.REFILL_ATTR``).
 
 ``CooperativeASHA`` is Ray's ASHA whose STOP decisions are passed to the trial through the
 storage instead of killing the trainable, so a stopped trial still saves its artifacts and
@@ -25,6 +27,8 @@ from ray.tune.search import Searcher
 from objectives.errors import HPSearchError
 from search.backends.ray_worker import (
     HPSEARCH_ERROR_ATTR,
+    REFILL_ATTR,
+    REFILL_WANT_KEY,
     STOP_ATTR,
     TRIAL_ID_KEY,
     TRIAL_IDS_KEY,
@@ -34,7 +38,7 @@ from search.backends.ray_worker import (
 )
 from search.driver.claims import TrialDealer
 from search.driver.trial import suggest_values
-from search.records.liveness import Owner
+from search.records.liveness import OWNER_ATTR, Owner
 from search.study.spec import StudySpec
 
 DIED_ERROR = ("worker died: the Ray worker running this trial ended (killed, out of memory "
@@ -75,27 +79,19 @@ class OptunaAskSearcher(Searcher):
         self.grid_done = False
         self.error: str | None = None
         self.worker_errors: dict[str, dict[str, Any]] = {}  # by Tune trial id
+        # Trials dealt to a pack that ended before starting them: dealt again first.
+        self.undealt: list[int] = []
+        self.refilled: set[int] = set()  # trials dealt to running packs
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.deadline is not None and time.time() >= self.deadline:
             self.timed_out = True
-        if self.error is not None or self.timed_out or self.asked >= self.n_trials:
+        if self.error is not None or self.timed_out or (self.asked >= self.n_trials
+                                                         and not self.undealt):
             return Searcher.FINISHED
-        from search.driver.runner import claim
-
-        ids: list[int] = []
-        try:
-            while len(ids) < min(self.lanes, self.n_trials - self.asked):
-                optuna_id = claim(self.dealer, self.owner)
-                if optuna_id is None:  # the grid has no point left
-                    self.grid_done = True
-                    break
-                ids.append(optuna_id)
-        except HPSearchError as exc:
-            self.error = str(exc)
+        ids = self._deal(self.lanes)
         if not ids:
             return Searcher.FINISHED
-        self.asked += len(ids)
         self.optuna_ids[trial_id] = ids
         if self.lanes > 1:  # a pack: the worker reads each trial's values from the storage
             return {TRIAL_IDS_KEY: ids}
@@ -103,9 +99,47 @@ class OptunaAskSearcher(Searcher):
         params = suggest_values(trial, self.spec)  # the values the dealer drew
         return {TRIAL_ID_KEY: ids[0], "number": trial.number, **params}
 
+    def _deal(self, wanted: int) -> list[int]:
+        """Up to ``wanted`` trials within the run's budget: those a pack left unstarted
+        first, then new ones from the dealer."""
+        from search.driver.runner import claim
+
+        ids = self.undealt[:wanted]
+        del self.undealt[:len(ids)]
+        self.refilled.difference_update(ids)  # a second pack that never starts them: FAIL
+        try:
+            while len(ids) < wanted and self.asked < self.n_trials:
+                optuna_id = claim(self.dealer, self.owner)
+                if optuna_id is None:  # the grid has no point left
+                    self.grid_done = True
+                    break
+                ids.append(optuna_id)
+                self.asked += 1
+        except HPSearchError as exc:
+            self.error = str(exc)
+        return ids
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if WORKER_ERROR_KEY in result:  # the worker failed outside the objective
             self.worker_errors[trial_id] = result
+        wanted = result.get(REFILL_WANT_KEY)
+        if wanted and trial_id in self.optuna_ids:
+            self._refill(trial_id, int(wanted))
+
+    def _refill(self, trial_id: str, wanted: int) -> None:
+        """Deal trials to a running pack's free lanes (each marked with the pack's first
+        trial, where the worker finds them)."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.timed_out = True
+        if self.error is not None or self.timed_out:
+            return
+        ids = self._deal(wanted)
+        if ids:
+            self.refilled.update(ids)
+            pack = self.optuna_ids[trial_id]
+            for optuna_id in ids:
+                self.study._storage.set_trial_system_attr(optuna_id, REFILL_ATTR, pack[0])
+            pack += ids
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -115,7 +149,16 @@ class OptunaAskSearcher(Searcher):
         if failure is not None and failure.get(WORKER_ERROR_STOPS_KEY) and self.error is None:
             self.error = str(failure[WORKER_ERROR_KEY])
         for optuna_id in self.optuna_ids.pop(trial_id, []):
-            self._sweep(optuna_id, failure)
+            if failure is None and optuna_id in self.refilled and self._never_started(optuna_id):
+                self.undealt.append(optuna_id)  # the pack ended first: the next one runs it
+            else:
+                self._sweep(optuna_id, failure)
+
+    def _never_started(self, optuna_id: int) -> bool:
+        """Whether a dealt trial is still waiting, owned by this driver (no worker took it)."""
+        trial = self.study._storage.get_trial(optuna_id)
+        return (trial.state == TrialState.RUNNING
+                and Owner.from_attr(trial.system_attrs.get(OWNER_ATTR)) == self.owner)
 
     def _sweep(self, optuna_id: int, failure: dict[str, Any] | None = None) -> None:
         """Record how a trial ended and report it: FAIL with the worker's error when it

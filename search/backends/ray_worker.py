@@ -42,6 +42,11 @@ HARD_STOP_REASON = "stopped by the Ray scheduler (the objective ignored should_s
 WORKER_ERROR_KEY = "hpsearch_worker_error"
 WORKER_TRACEBACK_KEY = "hpsearch_worker_traceback"
 WORKER_ERROR_STOPS_KEY = "hpsearch_worker_error_stops_run"  # bad input every trial would hit
+# Refilling a pack: the worker reports its free lanes under REFILL_WANT_KEY at an epoch
+# boundary; the driver deals that many trials and marks each with the REFILL_ATTR system
+# attribute (the trial id of the pack's first trial), where the worker finds them.
+REFILL_WANT_KEY = "hpsearch_refill_wanted"
+REFILL_ATTR = "ray_pack"
 
 
 @dataclass(frozen=True)
@@ -120,17 +125,44 @@ def run_trial(config: dict[str, Any], setup: WorkerSetup, data: list[Any]) -> No
 
 
 def _run_pack(study: optuna.Study, runtime: Runtime, setup: WorkerSetup, ids: list[int]) -> None:
-    """A pack of lanes in this Ray trial (no refill: the driver deals per Ray trial)."""
+    """A pack of lanes in this Ray trial, refilled by the driver as lanes end."""
     from search.backends.lanes import run_pack
 
     storage = study._storage
+    owner = Owner.of()
     for trial_id in ids:
-        hand_over(storage, trial_id, Owner.of())
+        hand_over(storage, trial_id, owner)
+    started = set(ids)
+
+    def dealt_not_started() -> list[int]:
+        running = storage.get_all_trials(study._study_id, deepcopy=False,
+                                         states=(TrialState.RUNNING,))
+        return [t._trial_id for t in running
+                if t.system_attrs.get(REFILL_ATTR) == ids[0] and t._trial_id not in started]
+
+    def refill(free: int) -> list[int]:
+        """Start what the driver dealt to this pack; ask it for the rest of ``free``.
+
+        Tune hands the report to the driver before this trial goes on, so what the driver
+        deals for it is usually there to read at once; what comes later is read at the next
+        epoch boundary, and what this pack never starts the driver deals again elsewhere.
+        """
+        from ray import tune
+
+        new = dealt_not_started()[:free]
+        if len(new) < free:
+            tune.report({REFILL_WANT_KEY: free - len(new)})
+            new += [i for i in dealt_not_started() if i not in new][:free - len(new)]
+        for trial_id in new:
+            hand_over(storage, trial_id, owner)
+            started.add(trial_id)
+        return new
+
     # Lanes report to Optuna (the study's pruner decides per lane), not each to Tune.
     plain = TrialRunner(setup.spec, runtime, setup.artifact_dir, setup.run_id,
                         command=setup.command, backend="ray")
     try:
-        run_pack(study, plain, ids, len(ids), lambda free: [], lambda event: None)
+        run_pack(study, plain, ids, setup.lanes, refill, lambda event: None)
     except HPSearchError as exc:
         storage.set_trial_system_attr(ids[0], HPSEARCH_ERROR_ATTR, str(exc))
 
