@@ -7,7 +7,8 @@
 Parts:
 - ``same-shape``: 32 depth-6 width-16 trials (seeds 0-31) trained one at a time with
   ``objectives.mlp.fit`` and as 32 lanes with ``train_lanes``, one thread, the same epochs;
-  trials per hour of each and their ratio.
+  trials per hour of each and their ratio, without the PNG previews (the training alone) and
+  with them (a fixed cost per trial on both sides, which caps the ratio for short trials).
 - ``grid``: ``python -m search.run --study mlp_grid --jobs 2`` (7 shapes, full data, 50 epochs)
   with lanes (the default) and with ``--lanes 1``, wall time and ratio.
 - ``search``: ``mlp_width_depth`` with ``--jobs 2``, lanes and ``--lanes 1`` for the same
@@ -126,8 +127,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=2, help="same-shape: epochs per trial")
     parser.add_argument("--lanes", type=int, default=32, help="same-shape: lanes")
-    parser.add_argument("--previews", choices=["all", "none"], default="all",
-                        help="same-shape: whether both sides draw the PNG previews")
+    parser.add_argument("--previews", choices=["none", "all", "both"], default="both",
+                        help="same-shape: whether both sides draw the PNG previews (about "
+                        "0.3 s a trial); both: measure without, then with")
     parser.add_argument("--search-trials", type=int, default=200)
     parser.add_argument("--search-budget", type=float, default=300.0,
                         help="search: seconds each side may start trials")
@@ -135,7 +137,8 @@ def main() -> int:
     print(f"benchmarks/lanes.py: {load()}")
     with tempfile.TemporaryDirectory(prefix="hpsearch-lanes-") as tmp:
         if "same-shape" in args.parts:
-            same_shape(args.data_dir, args.device, args.epochs, args.lanes, args.previews)
+            for previews in (("none", "all") if args.previews == "both" else (args.previews,)):
+                same_shape(args.data_dir, args.device, args.epochs, args.lanes, previews)
         if "grid" in args.parts:
             grid(args.data_dir, args.device, Path(tmp))
         if "search" in args.parts:
