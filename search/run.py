@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from objectives.errors import ConfigError, HPSearchError
-from objectives.runtime import Runtime, resolve_data_dir, resolve_device
+from objectives.runtime import PREVIEWS, Runtime, resolve_data_dir, resolve_device
 from search.records.storage import DEFAULT_STORAGE, artifact_dir_for, open_storage
 from search.study.preflight import preflight
 from search.study.spec import StudySpec, list_studies, load_study_spec
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aggregate", choices=["mean", "lcb"],
                         help="a trial's value over its seeds: mean, or lcb (a 95%% t-based "
                         "lower bound on the mean) (default: the study file's, else mean)")
-    parser.add_argument("--previews", choices=["all", "finished", "none"],
+    parser.add_argument("--previews", choices=PREVIEWS,
                         help="which trials draw PNG previews (about 0.3 s of CPU each): all, "
                         "finished (not pruned; the default) or none; the raw arrays are kept "
                         "either way (default: the study file's previews)")

@@ -13,10 +13,10 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
 from objectives import get_objective
-from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime
 from search.records.storage import artifact_dir_for
 from tests.cli_helpers import assert_one_line_error
+from tests.reporters import StopAfter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,17 +50,6 @@ def test_xgboost_defaults_run_through_the_cli(data_dir: Path, storage_url: str, 
     saved = json.loads(target.read_text())
     assert len(saved["probs"]) == 160
     assert all((data_dir / "faces" / e["path"]).is_file() for e in trial.user_attrs["test_errors"])
-
-
-class StopAfter(RecordingReporter):
-    """A reporter whose runner asks to stop after ``n`` reports (as a pruner would)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-    def should_stop(self) -> bool:
-        return len(self.steps) >= self.n
 
 
 def test_xgboost_stops_boosting_when_the_runner_asks(data_dir: Path, tmp_path: Path):

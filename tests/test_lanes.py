@@ -23,6 +23,7 @@ from objectives.runtime import Runtime
 from search.records.liveness import OWNER_ATTR
 from search.records.storage import open_storage
 from tests.cli_helpers import REPO, run_cli
+from tests.reporters import StopAfter
 
 QUICK = {"train_fraction": 0.05}
 PACKS = {
@@ -112,14 +113,10 @@ def test_lanes_train_as_single_trials_do(kind, runtime):
 
 
 def test_lanes_leave_when_done_stopped_or_diverged(runtime):
-    class StopAfter(RecordingReporter):
-        def should_stop(self) -> bool:
-            return len(self.steps) >= 2
-
     configs = [Config(seed=1, epochs=1, **QUICK), Config(seed=2, epochs=4, **QUICK),
                Config(seed=3, epochs=4, optimizer="sgd", momentum=0.0, lr=1e6, **QUICK),
                Config(seed=4, epochs=4, **QUICK)]
-    reporters = [RecordingReporter(), RecordingReporter(), RecordingReporter(), StopAfter()]
+    reporters = [RecordingReporter(), RecordingReporter(), RecordingReporter(), StopAfter(2)]
     ends: list[LaneEnd] = []
     train_lanes([LaneTask(c, r) for c, r in zip(configs, reporters, strict=True)], runtime,
                 ends.append)

@@ -14,6 +14,7 @@ from objectives import previews
 from objectives.euro_data import CAPITALS, COUNTRY_NAMES
 from objectives.reporter import RecordingReporter
 from objectives.runtime import Runtime
+from tests.reporters import StopAfter
 
 CURVE_PIXELS = (640, 400)  # CURVE_SIZE at DPI
 
@@ -145,17 +146,6 @@ def test_a_reused_figure_draws_what_a_fresh_one_draws() -> None:
     thread.join()
     previews.curves_png({"a": 10 ** -np.linspace(0, 3, 100), "b": [1.0] * 50}, "log", "x", "y")
     assert previews.curves_png(series, "loss per epoch", "epoch", "loss") == fresh[0]
-
-
-class StopAfter(RecordingReporter):
-    """A recording reporter that asks to stop after ``steps`` reports (a pruned trial)."""
-
-    def __init__(self, steps: int):
-        super().__init__()
-        self.stop_after = steps
-
-    def should_stop(self) -> bool:
-        return len(self.steps) >= self.stop_after
 
 
 PNGS = {"loss_curves.png", "accuracy_curves.png", "batch_losses.png", "decision_boundary.png"}

@@ -236,7 +236,7 @@ def test_a_ray_pack_is_refilled_as_its_lanes_end(local_ray, storage_url, data_di
     """One pack at a time (max_concurrent 1) of 3 lanes, 8 trials of different epochs: the
     driver deals new trials into the running pack as lanes end, every trial runs once, in
     the pack it was dealt to, and none is lost."""
-    from search.backends.ray_worker import REFILL_ATTR
+    from search.backends.ray_worker import REFILL_ATTR, REFILL_JOINED_ATTR
 
     spec = load_study_spec("mlp_width_depth").with_overrides(fixed={"train_fraction": 0.01})
     summary = run_study_ray(spec, _options(storage_url, data_dir, 8, lanes=3),
@@ -245,10 +245,12 @@ def test_a_ray_pack_is_refilled_as_its_lanes_end(local_ray, storage_url, data_di
     assert len(trials) == 8 and summary.failed == 0
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     by_id = {t._trial_id: t for t in trials}
-    refilled = [t for t in trials if REFILL_ATTR in t.system_attrs]
-    assert refilled, "no pack was refilled"
+    # Dealt to a running pack by the driver, and started by that pack's worker.
+    joined = [t for t in trials if REFILL_JOINED_ATTR in t.system_attrs]
+    assert joined, "no pack was refilled"
     owner = "hpsearch:owner"
-    for trial in refilled:  # ran in its pack's worker process
+    for trial in joined:
+        assert trial.system_attrs[REFILL_JOINED_ATTR] == trial.system_attrs[REFILL_ATTR]
         first = by_id[trial.system_attrs[REFILL_ATTR]]
         assert trial.system_attrs[owner] == first.system_attrs[owner]
     for t in trials:  # each ran once, to its end

@@ -47,6 +47,7 @@ WORKER_ERROR_STOPS_KEY = "hpsearch_worker_error_stops_run"  # bad input every tr
 # attribute (the trial id of the pack's first trial), where the worker finds them.
 REFILL_WANT_KEY = "hpsearch_refill_wanted"
 REFILL_ATTR = "ray_pack"
+REFILL_JOINED_ATTR = "ray_pack_joined"  # set by the worker: the pack that started the trial
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def _run_pack(study: optuna.Study, runtime: Runtime, setup: WorkerSetup, ids: li
             new += [i for i in dealt_not_started() if i not in new][:free - len(new)]
         for trial_id in new:
             hand_over(storage, trial_id, owner)
+            storage.set_trial_system_attr(trial_id, REFILL_JOINED_ATTR, ids[0])
             started.add(trial_id)
         return new
 
