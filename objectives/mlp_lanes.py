@@ -9,12 +9,13 @@ exactly what it would get alone in ``objectives.mlp.fit``: its initial weights a
 the single-trial model built with its seed, it draws its own batch order from its own
 generator, and it reports every epoch to its own reporter.
 
-Lanes share a *pack* when their data settings, batch size, optimizer and BatchNorm agree.
-Inside a pack, widths are padded to the pack's width (16, 64, 128, 256, ...) with units
-whose weights and gradients are held at zero, and depths to the pack's depth with masked
-pass-through layers: padding costs little next to the per-operation overhead it shares
-(measured: five depth/width shapes of width <= 16 as one d10 w16 pack step in 2.5 ms against
-5.5 ms one by one; all seven grid shapes padded to w64 gained nothing, hence width buckets).
+Lanes share a *pack* when their data settings, batch size and optimizer agree (BatchNorm is
+per lane). Inside a pack, widths are padded to the pack's width (16, 32, 64, 128, ...) with
+units whose weights and gradients are held at zero, and depths to the pack's depth with
+masked pass-through layers. Padding small widths costs little next to the per-operation
+overhead it shares (measured: five depth/width shapes of width <= 16 as one d10 w16 pack
+step in 2.5 ms against 5.5 ms one by one); from width 32 on a padded unit costs what a real
+one does, hence width buckets.
 Packs with different keys are grouped: each trains one epoch in turn, so every lane moves
 epoch by epoch. A lane leaves when its epochs are done, when its reporter says stop, or when
 its loss diverges; ``refill`` can then add new lanes at the epoch boundary.
@@ -160,14 +161,13 @@ def train_lanes(tasks: Sequence[LaneTask], runtime: Runtime, on_end: Callable[[L
 
 
 def _width_bucket(width: int) -> int:
-    """16 or 64 for small lanes, else the next power of two: the pack width for a lane of
-    ``width``. Small widths are all overhead, so padding them up to 4x pays (measured: d6 w32
-    and d6 w64 as one w64 pack 2.6 ms a step against 3.4 ms apart); from 64 on the arithmetic
-    counts, so a lane is padded at most 2x (128 -> 128, 96 -> 128)."""
+    """16 for small lanes, else the next power of two: the pack width for a lane of
+    ``width``. Widths up to 16 are all overhead, so padding them pays; from 32 on a padded
+    unit costs as much as a real one (measured, 8 lanes of d6 w32: 2.4 ms a step at batch
+    256 as their own w32 pack, 8.0 ms padded to w64, the same as 8 w64 lanes), so a lane is
+    padded at most to the next power of two (96 -> 128)."""
     if width <= MIN_PACK_WIDTH:
         return MIN_PACK_WIDTH
-    if width <= 64:
-        return 64
     return 1 << (width - 1).bit_length()
 
 
@@ -260,17 +260,12 @@ class _Pack:
         y_epoch = self.y_all.index_select(0, orders.view(-1)).view(k, n_train)
         for step, first in enumerate(range(0, n_train, self.batch_size)):
             inputs = x_epoch[:, first:first + self.batch_size]  # [K, batch, features]
-            logits = state.forward(inputs, train=True)
-            targets = y_epoch[:, first:first + self.batch_size].reshape(-1)
-            lane_loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), targets,
-                                        reduction="none").view(k, -1).mean(1)
-            state.flat.grad = None
-            lane_loss.sum().backward()  # each lane's gradient is its own loss's
-            if state.monitored:
-                grad_sums += state.grad_norms()
-            state.step()
-            losses[:, step] = lane_loss.detach()
-            correct += count_hits(logits.detach(), targets.view(k, -1))
+            targets = y_epoch[:, first:first + self.batch_size]  # [K, batch]
+            lane_loss, logits, grad_norms = state.train_step(inputs, targets)
+            if grad_norms is not None:
+                grad_sums += grad_norms
+            losses[:, step] = lane_loss
+            correct += count_hits(logits, targets)
         seconds = time.perf_counter() - start
         losses_np = losses.cpu().numpy()
         grad_means = (grad_sums / n_steps).cpu().numpy()
@@ -529,6 +524,20 @@ class _PackState:
             # Lanes shallower than the pack pass their input through the layers they lack.
             x = h if layer in self.full_layers else torch.where(self.active[layer], h, x)
         return torch.baddbmm(views["hb", HEAD], x, views["hw", HEAD])
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimizer step of every lane on its own batch (inputs ``[K, batch, features]``,
+        targets ``[K, batch]``): each lane's loss ``[K]``, the logits, and the monitored
+        layers' squared gradient norms ``[K, m]`` (None when none are monitored)."""
+        logits = self.forward(inputs, train=True)
+        lane_loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), targets.reshape(-1),
+                                    reduction="none").view(self.k, -1).mean(1)
+        self.flat.grad = None
+        lane_loss.sum().backward()  # each lane's gradient is its own loss's
+        grad_norms = self.grad_norms() if self.monitored else None
+        self.step()
+        return lane_loss.detach(), logits.detach(), grad_norms
 
     def _batch_norm(self, h: torch.Tensor, layer: int, train: bool) -> torch.Tensor:
         """Each lane's BatchNorm1d over its own batch, as torch's ``batch_norm`` on the
