@@ -288,9 +288,9 @@ def test_a_run_from_another_folder_keeps_its_files_there(data_dir, tmp_path):
 
 
 def test_progress_bar_draws_its_counts_with_the_bar(capsys):
-    from search.driver.runner import _Progress
+    from search.driver.work import Progress
 
-    progress = _Progress(3, "maximize", enabled=True)
+    progress = Progress(3, "maximize", enabled=True)
     progress.handle(("trial", {"number": 0, "state": "COMPLETE", "value": 0.5}))
     last = capsys.readouterr().err.split("\r")[-1]
     assert "1/3" in last and "done=1" in last, last  # not the new counts on the old bar

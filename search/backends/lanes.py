@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from objectives import get_objective
 from objectives.errors import HPSearchError
 from search.driver.trial import TrialRunner, suggest_values
+from search.driver.work import tell, trial_event  # the same recording as a single trial
 from search.records.liveness import Heartbeat
 from search.study.spec import StudySpec
 
@@ -43,8 +44,6 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
             pack ends, so no other lane is lost).
         KeyboardInterrupt: the running lanes are recorded as FAIL first.
     """
-    from search.driver.runner import _tell, trial_event  # the same recording as a single trial
-
     storage = study._storage
     lanes = runner.objective.lanes
     capacity = max(capacity, runner.spec.seeds * len(trial_ids))  # every seed gets its lane
@@ -71,7 +70,7 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
         return tasks
 
     def finish(trial: optuna.Trial, value: float | None, state: TrialState) -> None:
-        _tell(study, trial, value, state)
+        tell(study, trial, value, state)
         live.discard(trial._trial_id)
         emit(trial_event(storage, trial._trial_id))
 
@@ -108,7 +107,7 @@ def run_pack(study: optuna.Study, runner: TrialRunner, trial_ids: Sequence[int],
         except KeyboardInterrupt:
             for trial_id in list(live):
                 storage.set_trial_user_attr(trial_id, "error", "interrupted (Ctrl-C)")
-                _tell(study, optuna.Trial(study, trial_id), None, TrialState.FAIL)
+                tell(study, optuna.Trial(study, trial_id), None, TrialState.FAIL)
             raise
     if errors:
         raise errors[0]

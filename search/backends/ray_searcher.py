@@ -102,7 +102,7 @@ class OptunaAskSearcher(Searcher):
     def _deal(self, wanted: int) -> list[int]:
         """Up to ``wanted`` trials within the run's budget: those a pack left unstarted
         first, then new ones from the dealer."""
-        from search.driver.runner import claim
+        from search.driver.work import claim
 
         ids = self.undealt[:wanted]
         del self.undealt[:len(ids)]

@@ -124,13 +124,13 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
     import ray
 
     from search.driver.runner import (
-        _Progress,
         _summarise,
         create_or_load_study,
         fail_running_trials,
         make_dealer,
         report_stale,
     )
+    from search.driver.work import Progress
     from search.records.provenance import record_run
     from search.records.storage import artifact_dir_for
     from search.run import absolute_storage_url
@@ -150,7 +150,7 @@ def run_study_ray(spec: StudySpec, options: Any, ray_options: RayOptions) -> Any
         n_trials = min(n_trials, dealer.missing_points())
 
     start = time.perf_counter()
-    progress = _Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
+    progress = Progress(n_trials, spec.direction, enabled=options.progress and n_trials > 0)
     stopped_by = "trials" if n_trials else "grid"
     connected = False
     tune_dir = Path(tempfile.mkdtemp(prefix="hpsearch-tune-"))
