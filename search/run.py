@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except HPSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the first trial started (a running one ends as FAIL)
+        print("interrupted; no trial was running", file=sys.stderr)
+        return 130
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -285,11 +285,11 @@ def test_sigterm_ends_every_lane_as_fail_and_the_next_run_resumes(data_dir, tmp_
             time.sleep(0.3)
         time.sleep(1.0)
         os.kill(process.pid, signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, f"stdout: {stdout[-2000:]}\nstderr: {stderr[-2000:]}"
     trials = _trials(url, "mlp_grid")
     assert trials and all(t.state == TrialState.FAIL and "interrupted" in t.user_attrs["error"]
                           for t in trials), [(t.state, t.user_attrs.get("error"))

@@ -82,6 +82,7 @@ class WorkerPool:
                 if not any(s.busy for s in self.slots.values()):
                     return budget.stop or "trials"
                 self._wait_for_event()
+                interrupts.check()  # an interrupt the garbage collector swallowed
                 if self.deaths_in_a_row >= MAX_DEATHS_IN_A_ROW and budget.stop is None:
                     self.progress.handle(("error", {"message": (
                         f"{self.deaths_in_a_row} workers died in a row (see the failed trials "

@@ -26,6 +26,7 @@ from objectives.config import config_to_dict
 from objectives.errors import DivergedError, HPSearchError
 from objectives.runtime import Runtime
 from search.driver.seeds import SeedGroup
+from search.records import interrupts
 from search.records.provenance import provenance
 from search.study.notes import trial_outcome, write_trial_note
 from search.study.spec import ParamSpec, StudySpec
@@ -46,6 +47,7 @@ class TrialReporter:
         self.stopped_early = False
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        interrupts.check()  # an interrupt swallowed mid-epoch stops the trial here
         for key, value in metrics.items():
             self.history.setdefault(key, []).append(float(value))
         value = metrics.get(self.metric)

@@ -167,8 +167,9 @@ class Budget:
 
 
 def deal_trials(dealer: TrialDealer, budget: Budget, owner: Owner, want: int,
-          progress: Progress) -> list[int]:
+                progress: Progress) -> list[int]:
     """Claim up to ``want`` trials for ``owner`` within the budget."""
+    interrupts.check()  # an interrupt swallowed since the last deal stops the run here
     taken = budget.take(want)
     ids: list[int] = []
     for _ in range(taken):
