@@ -36,8 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -150,7 +150,7 @@ def ceiling(data_dir: Path, device: str, lanes: int, steps: int) -> None:
     torch_device = torch.device(device)
     n_train = len(data.x_train)
 
-    def seconds_per_step(step: Any) -> float:
+    def seconds_per_step(step: Callable[[], object]) -> float:
         for _ in range(3):  # warm-up: allocations, kernels
             step()
         if device.startswith("cuda"):
